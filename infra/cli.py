@@ -1,0 +1,147 @@
+"""``./infra/wikipulse``: run wikipulse on one machine.
+
+    up                  start what is not running (PostgreSQL, Kafka), migrate, create topics
+    down [--purge]      stop what ``up`` started; --purge also deletes $WIKIPULSE_HOME
+    status              each component: running or not, pid, address, health (exit 1 if down)
+    logs [component]    follow a component's log
+    psql [args...]      psql on the configured database, arguments passed through
+    test [pytest args]  the full test suite, on its own services, state and ports
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from app.config import ConfigError, Settings, load_settings
+from infra.home import PROJECT_ROOT
+from infra.processes import InfraError
+from infra.stack import COMPONENTS, Stack
+
+log = logging.getLogger("wikipulse")
+
+
+def _say(message: str) -> None:
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def cmd_up(stack: Stack, _: argparse.Namespace) -> int:
+    _say(f"wikipulse: state in {stack.home.root}")
+    stack.up(progress=_say)
+    _print_status(stack)
+    _say("\nnext: ./infra/wikipulse status | ./infra/wikipulse psql | ./infra/wikipulse down")
+    return 0
+
+
+def cmd_down(stack: Stack, args: argparse.Namespace) -> int:
+    stack.down(purge=args.purge, progress=_say)
+    return 0
+
+
+def _print_status(stack: Stack) -> bool:
+    all_up = True
+    for state in stack.status():
+        mark = "up  " if state.healthy else ("--  " if not state.managed else "DOWN")
+        pid = f"pid {state.pid}" if state.pid else "-"
+        _say(f"  {mark} {state.name:<9} {pid:<11} {state.address:<22} {state.detail}")
+        all_up = all_up and (state.healthy or not state.required)
+    return all_up
+
+
+def cmd_status(stack: Stack, _: argparse.Namespace) -> int:
+    _say(f"wikipulse: state in {stack.home.root}")
+    return 0 if _print_status(stack) else 1
+
+
+def cmd_logs(stack: Stack, args: argparse.Namespace) -> int:
+    component = args.component
+    path = stack.log_path(component)
+    if not path.exists():
+        raise InfraError(f"no log for {component} yet ({path})")
+    command = ["tail", "-n", str(args.lines), *(["-F"] if not args.no_follow else []), str(path)]
+    return subprocess.call(command)
+
+
+def cmd_psql(stack: Stack, args: argparse.Namespace) -> int:
+    command, env = stack.psql_command(args.args)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_test(_: Stack | None, args: argparse.Namespace) -> int:
+    """Run pytest; the suite's fixtures start their own services in a temporary home."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    command = [sys.executable, "-m", "pytest", *args.pytest_args]
+    _say("wikipulse: " + " ".join(command))
+    result = subprocess.call(command, cwd=PROJECT_ROOT, env=env)
+    if result == 5:
+        sys.stderr.write("wikipulse: pytest collected no tests\n")
+        return 1
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="./infra/wikipulse",
+        description="Run wikipulse (Kafka, PostgreSQL and the pipeline) on one machine.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    commands.add_parser("up", help="start what is not running, migrate, create topics")
+    down = commands.add_parser("down", help="stop what `up` started")
+    down.add_argument("--purge", action="store_true", help="also delete all local state")
+    commands.add_parser("status", help="show each component's health (exit 1 if one is down)")
+    logs = commands.add_parser("logs", help="follow a component's log")
+    logs.add_argument("component", nargs="?", default="kafka", choices=[*COMPONENTS, "maven"])
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("--no-follow", action="store_true", help="print and exit")
+    psql = commands.add_parser("psql", help="psql on the configured database")
+    psql.add_argument("args", nargs=argparse.REMAINDER)
+    test = commands.add_parser("test", help="run the full test suite")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+PASSTHROUGH = {"psql": "args", "test": "pytest_args"}
+
+HANDLERS = {
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+    "logs": cmd_logs,
+    "psql": cmd_psql,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        # Everything after `psql` / `test` belongs to psql / pytest, options included.
+        args = argparse.Namespace(command=argv[0], **{PASSTHROUGH[argv[0]]: argv[1:]})
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        if args.command == "test":
+            return cmd_test(None, args)
+        settings: Settings = load_settings()
+        return HANDLERS[args.command](Stack(settings), args)
+    except ConfigError as error:
+        sys.stderr.write(f"wikipulse: {error}\n")
+        return 2
+    except InfraError as error:
+        sys.stderr.write(f"wikipulse: {error}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The local single-node Kafka broker (KRaft) from Maven Central jars, and topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from app.config import Settings
+from infra.home import INFRA_DIR, Home
+from infra.maven import fetch_jars, require_java
+from infra.processes import (
+    InfraError,
+    ensure_port_free,
+    port_open,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+    wait_for,
+)
+
+log = logging.getLogger(__name__)
+
+KAFKA_POM = INFRA_DIR / "kafka" / "pom.xml"
+SPARK_POM = INFRA_DIR / "spark" / "pom.xml"
+LOG4J_CONFIG = INFRA_DIR / "kafka" / "log4j2.properties"
+SERVER_TEMPLATE = INFRA_DIR / "kafka" / "server.properties.template"
+COMPONENT = "kafka"
+
+
+@dataclass(frozen=True)
+class LocalKafka:
+    settings: Settings
+    home: Home
+
+    @property
+    def host(self) -> str:
+        return self.settings.kafka.servers[0][0]
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka.servers[0][1]
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka.local.controller_port
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home.kafka_dir / "server.properties"
+
+    def pid(self) -> int | None:
+        return read_pid(self.home.pidfile(COMPONENT), str(self.properties_file))
+
+    def healthy(self) -> bool:
+        return self.pid() is not None and port_open(self.host, self.port)
+
+    def fetch_jars(self) -> list[Path]:
+        return fetch_jars(KAFKA_POM, self.home.kafka_jars, log_file=self.home.logfile("maven"))
+
+    def _java(self, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+        command = ["java"]
+        if heap:
+            command.append(f"-Xmx{heap}")
+        command += [
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.home.logs / 'kafka'}",
+            "-cp", f"{self.home.kafka_jars}/*",
+            main_class, *args,
+        ]  # fmt: skip
+        return command
+
+    def _render_properties(self) -> None:
+        text = Template(SERVER_TEMPLATE.read_text()).substitute(
+            host=self.host,
+            broker_port=self.port,
+            controller_port=self.controller_port,
+            log_dirs=self.home.kafka_data,
+        )
+        self.properties_file.parent.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(text)
+
+    def _format_storage(self) -> None:
+        if (self.home.kafka_data / "meta.properties").exists():
+            return
+        # Kafka's cluster id: a random UUID, URL-safe base64 without padding (Uuid.toString()).
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                "-c", str(self.properties_file),
+            ),  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise InfraError(
+                f"formatting Kafka's storage in {self.home.kafka_data} failed: "
+                f"{(result.stderr or result.stdout).strip()[-600:]}"
+            )
+
+    def start(self, *, timeout: float = 90.0) -> int:
+        """Start the broker unless it runs already; return its pid once it accepts clients."""
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        require_java()
+        self.fetch_jars()
+        ensure_port_free(
+            self.host, self.port,
+            needed_by="the local Kafka broker",
+            fix="set KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<another port>",
+        )  # fmt: skip
+        ensure_port_free(
+            self.host, self.controller_port,
+            needed_by="the local Kafka controller",
+            fix="set KAFKA_LOCAL_CONTROLLER_PORT=<another port>",
+        )  # fmt: skip
+        self._render_properties()
+        self._format_storage()
+        logfile = self.home.logfile(COMPONENT)
+        pid = spawn(
+            self._java("kafka.Kafka", str(self.properties_file),
+                       heap=self.settings.kafka.local.heap),
+            pidfile=self.home.pidfile(COMPONENT),
+            logfile=logfile,
+            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
+        )  # fmt: skip
+        ready = wait_for(lambda: port_open(self.host, self.port) or self.pid() is None,
+                         timeout=timeout)  # fmt: skip
+        if self.pid() is None:
+            raise InfraError(
+                f"the Kafka broker exited during start-up; its last output ({logfile}):\n"
+                + tail(logfile)
+                + "\n(full log: " + str(self.home.logs / "kafka" / "server.log") + ")"
+            )
+        if not ready:
+            raise InfraError(f"the Kafka broker did not accept connections within {timeout:.0f} s")
+        return pid
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        terminate(pid, timeout=30)
+        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
+        return True
+
+
+def fetch_spark_jars(home: Home) -> list[Path]:
+    """The Spark Kafka connector jars (for ``spark-submit --jars`` / ``spark.jars``)."""
+    return fetch_jars(SPARK_POM, home.spark_jars, log_file=home.logfile("maven"))
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    topics = settings.kafka.topics
+    configs = {"retention.ms": str(settings.kafka.retention.ms)}
+    return [
+        NewTopic(
+            name=topic.name,
+            num_partitions=topic.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            topic_configs=configs,
+        )
+        for topic in (topics.raw, topics.typed, topics.dead_letter)
+    ]
+
+
+async def _ensure_topics(settings: Settings) -> list[str]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-admin",
+        request_timeout_ms=30000,
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: fine
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the configured topics that do not exist yet; return the names created."""
+    try:
+        return asyncio.run(_ensure_topics(settings))
+    except KafkaError as error:
+        raise InfraError(
+            f"could not create the topics on {settings.kafka.bootstrap_servers}: {error}"
+        ) from None
+
+
+async def _list_topics(settings: Settings) -> list[str]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=5000
+    )
+    await admin.start()
+    try:
+        return sorted(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def list_topics(settings: Settings) -> list[str]:
+    return asyncio.run(_list_topics(settings))

@@ -1,0 +1,136 @@
+"""Background processes that survive the command that started them, tracked by pid files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class InfraError(Exception):
+    """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields and fields[0] == "Z":
+            return False
+    return True
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def read_pid(pidfile: Path, marker: str) -> int | None:
+    """The pid in ``pidfile`` if that process is alive and its command line contains ``marker``.
+
+    The marker (e.g. the state directory) guards against a recycled pid.
+    """
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid_alive(pid) and marker in cmdline(pid):
+        return pid
+    return None
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    pidfile: Path,
+    logfile: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start ``argv`` in its own session, output appended to ``logfile``; record its pid."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    pidfile.write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def terminate(pid: int, *, timeout: float = 30.0, group: bool = True) -> None:
+    """SIGTERM the process (and its group), then SIGKILL what is left after ``timeout``."""
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+
+    send(signal.SIGTERM)
+    if wait_for(lambda: not pid_alive(pid), timeout=timeout):
+        return
+    send(signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_port_free(host: str, port: int, *, needed_by: str, fix: str) -> None:
+    """Fail with a clear message when something else already listens on ``port``."""
+    if port_open(host, port):
+        raise InfraError(
+            f"port {port} on {host}, needed by {needed_by}, is already in use by another "
+            f"process: stop that process, or {fix}"
+        )
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        content = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(content[-lines:])

@@ -1,0 +1,175 @@
+"""The whole local stack: which components run where, in which order, and how healthy they are."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings
+from infra.home import PROJECT_ROOT, Home
+from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
+from infra.postgres import LocalPostgres, psql_command
+from infra.processes import InfraError, port_open
+
+COMPONENTS = ("postgres", "kafka")
+ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    name: str
+    managed: bool  # started and stopped by this command (else external)
+    required: bool
+    healthy: bool
+    pid: int | None
+    address: str
+    detail: str
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["settings"] = settings
+    config.attributes["skip_logging_config"] = True
+    return config
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """``alembic upgrade <revision>`` on the configured database."""
+    command.upgrade(alembic_config(settings), revision)
+
+
+def schema_revision(settings: Settings) -> tuple[str | None, str | None]:
+    """(current revision of the database, head revision of the code)."""
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    engine = create_engine(settings.postgres.sqlalchemy_url(), pool_pre_ping=True,
+                           connect_args={"connect_timeout": 3})  # fmt: skip
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    return current, head
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = Home(settings.home)
+        self.postgres = LocalPostgres(settings, self.home)
+        self.kafka = LocalKafka(settings, self.home)
+
+    @property
+    def kafka_is_local(self) -> bool:
+        return self.settings.kafka.runs_locally
+
+    def up(self, progress: Progress = _quiet) -> None:
+        """Start what is not running, in dependency order; idempotent."""
+        self.home.root.mkdir(parents=True, exist_ok=True)
+        if self.settings.postgres.runs_locally:
+            if not self.postgres.initialized():
+                progress("postgres: initializing a new cluster")
+            was_running = self.postgres.pid() is not None
+            pid = self.postgres.start()
+            progress(f"postgres: {'running' if was_running else 'started'} (pid {pid})")
+        progress("postgres: alembic upgrade head")
+        try:
+            migrate(self.settings)
+        except SQLAlchemyError as error:
+            raise InfraError(f"migrating the database failed: {error}") from None
+        if self.kafka_is_local:
+            if not (self.home.kafka_jars / ".fetched-from").exists():
+                progress("kafka: fetching the broker jars with Maven (first time only)")
+            was_running = self.kafka.pid() is not None
+            pid = self.kafka.start()
+            progress(f"kafka: {'running' if was_running else 'started'} (pid {pid})")
+        created = ensure_topics(self.settings)
+        if created:
+            progress("kafka: created topics " + ", ".join(created))
+        if not (self.home.spark_jars / ".fetched-from").exists():
+            progress("spark: fetching the Kafka connector jars with Maven (first time only)")
+        fetch_spark_jars(self.home)
+
+    def down(self, *, purge: bool = False, progress: Progress = _quiet) -> None:
+        """Stop what this home runs (reverse order); with ``purge`` delete the whole home."""
+        for name, component in (("kafka", self.kafka), ("postgres", self.postgres)):
+            if component.stop():
+                progress(f"{name}: stopped")
+        if purge:
+            self._purge(progress)
+
+    def _purge(self, progress: Progress) -> None:
+        for path in (self.home.root, self.postgres.socket_dir):
+            if path.exists():
+                shutil.rmtree(path)
+                progress(f"deleted {path}")
+
+    def status(self) -> list[ComponentState]:
+        return [self._postgres_state(), self._kafka_state()]
+
+    def _postgres_state(self) -> ComponentState:
+        pg = self.settings.postgres
+        address = f"{pg.host}:{pg.port}"
+        managed = pg.runs_locally
+        pid = self.postgres.pid() if managed else None
+        reachable = port_open(pg.host, pg.port)
+        detail = "not running" if not reachable else ""
+        healthy = False
+        if reachable:
+            try:
+                current, head = schema_revision(self.settings)
+                healthy = True
+                detail = f"database {pg.database}, schema {current or 'empty'}"
+                if current != head:
+                    detail += f" (code is at {head}: run `up` to migrate)"
+            except SQLAlchemyError as error:
+                detail = f"unreachable: {str(error.orig if hasattr(error, 'orig') else error).strip()}"
+        if managed and pid is None:
+            healthy = False
+            detail = "not running" if not reachable else "port taken by another process"
+        return ComponentState("postgres", managed, True, healthy, pid, address, detail)
+
+    def _kafka_state(self) -> ComponentState:
+        address = self.settings.kafka.bootstrap_servers
+        managed = self.kafka_is_local
+        pid = self.kafka.pid() if managed else None
+        healthy, detail = False, "not running"
+        if not managed or pid is not None:
+            try:
+                topics = list_topics(self.settings)
+                wanted = {t.name for t in (self.settings.kafka.topics.raw,
+                                           self.settings.kafka.topics.typed,
+                                           self.settings.kafka.topics.dead_letter)}  # fmt: skip
+                missing = sorted(wanted - set(topics))
+                healthy = True
+                detail = "topics ready" if not missing else "missing topics: " + ", ".join(missing)
+            except Exception as error:  # any client failure means: not healthy
+                detail = f"unreachable: {error}"
+        return ComponentState("kafka", managed, True, healthy, pid, address, detail)
+
+    def log_path(self, component: str) -> Path:
+        if component == "postgres":
+            return self.postgres.logfile
+        if component == "kafka":
+            server_log = self.home.logs / "kafka" / "server.log"
+            return server_log if server_log.exists() else self.home.logfile("kafka")
+        return self.home.logfile(component)
+
+    def psql_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:
+        if self.settings.postgres.runs_locally:
+            return self.postgres.psql_command(args)
+        return psql_command(self.settings, args)

@@ -1,0 +1,77 @@
+"""Session-wide services: one real Kafka broker and one real PostgreSQL for the whole run.
+
+They run in a temporary ``WIKIPULSE_HOME`` on free ports, started by the same code as
+``./infra/wikipulse up`` (infra.stack.Stack), and are stopped and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings, load_settings
+from infra.processes import free_port
+from infra.stack import Stack
+
+TEST_PASSWORD = "test-password-Ω"
+
+
+def stack_environment(home: Path) -> dict[str, str]:
+    """Environment variables for a stack of our own: its home, free ports, a password."""
+    return {
+        "ENVIRONMENT": "development",
+        "WIKIPULSE_HOME": str(home),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
+        "POSTGRES_PORT": str(free_port()),
+        "POSTGRES_PASSWORD": TEST_PASSWORD,
+        "APP_WEB_PORT": str(free_port()),
+        "DASHBOARD_PORT": str(free_port()),
+        # Never pick up a developer's .env.
+        "WIKIPULSE_ENV_FILE": str(home / "no.env"),
+    }
+
+
+def make_home(prefix: str) -> Path:
+    # Not under pytest's tmp_path: its parents are private (0700), and PostgreSQL's own user
+    # must be able to reach its data directory.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    home = make_home("wikipulse-test-")
+    yield stack_environment(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack_env: dict[str, str]) -> Settings:
+    return load_settings(environ=stack_env)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[Stack]:
+    """The running services (PostgreSQL migrated to head, Kafka with the topics)."""
+    services = Stack(stack_settings)
+    try:
+        services.up()
+        yield services
+    finally:
+        services.down(purge=True)
+
+
+@pytest.fixture
+def subprocess_env(stack_env: dict[str, str]) -> dict[str, str]:
+    """os.environ without any wikipulse variable of the developer's, plus the stack's."""
+    from app.config import ENV_ALIASES, ENV_VARS
+
+    ours = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_ENV_FILE"}
+    env = {k: v for k, v in os.environ.items() if k not in ours}
+    env.update(stack_env)
+    return env
