@@ -17,36 +17,25 @@ This module is the only place in wikipulse that reads environment variables.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import sys
 from collections.abc import Mapping
-from datetime import timedelta
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Any, get_origin
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
+
+from app.settings import DEVELOPMENT, Settings, parse_duration, spark_interval
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEFAULTS_FILE = CONF_DIR / "conf.yaml"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Variables the loader reads besides the per-key overrides.
 CONFIG_DIR_VAR = "WIKIPULSE_CONFIG_DIR"
 ENV_FILE_VAR = "WIKIPULSE_ENV_FILE"
-
-DEVELOPMENT = "development"
 
 
 class ConfigError(Exception):
@@ -60,301 +49,13 @@ class ConfigError(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# Value types
-# --------------------------------------------------------------------------------------------
-
-_UNITS = {
-    "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-}  # fmt: skip
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Parse ``"1 minute"``, ``"30 seconds"``, ``"500 ms"``, ``"2h"`` into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match and match.group(2).lower() in _UNITS:
-            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-            if seconds > 0:
-                return timedelta(seconds=seconds)
-    raise ValueError(
-        "not a positive duration: write a number and a unit, e.g. '30 seconds', '1 minute', "
-        "'500 ms', '2 hours'"
-    )
-
-
-def spark_interval(duration: timedelta) -> str:
-    """A timedelta as an interval string that Spark's window/watermark/trigger accept."""
-    millis = round(duration.total_seconds() * 1000)
-    if millis % 1000:
-        return f"{millis} milliseconds"
-    return f"{millis // 1000} seconds"
-
-
-def _memory_size(value: Any) -> str:
-    text = str(value).strip().lower()
-    if not re.fullmatch(r"\d+[kmgt]?", text) or int(re.sub(r"\D", "", text)) == 0:
-        raise ValueError("not a memory size: write e.g. '512m' or '2g'")
-    return text
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-MemorySize = Annotated[str, BeforeValidator(_memory_size)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-PositiveInt = Annotated[int, Field(ge=1)]
-EventType = Literal["edit", "new", "log", "categorize", "external"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------------------------
-# The settings model: one class per section of conf.yaml
-# --------------------------------------------------------------------------------------------
-
-
-class WikipulseSection(_Section):
-    home: str = ""
-
-
-class FiltersSettings(_Section):
-    namespaces: list[int] = [0]
-    wikis: list[str] = []
-    types: list[EventType] = []
-
-
-class WikimediaSettings(_Section):
-    url: str
-    contact: str = Field(min_length=1)
-    filters: FiltersSettings = FiltersSettings()
-
-
-class IngestionSettings(_Section):
-    wikimedia: WikimediaSettings
-
-
-class TopicSettings(_Section):
-    name: str = Field(min_length=1, max_length=249, pattern=r"^[a-zA-Z0-9._-]+$")
-    partitions: PositiveInt = 1
-
-
-class TopicsSettings(_Section):
-    raw: TopicSettings
-    typed: TopicSettings
-    dead_letter: TopicSettings
-
-
-class RetentionSettings(_Section):
-    ms: Annotated[int, Field(ge=-1)] = 604_800_000
-
-
-class ProducerSettings(_Section):
-    batch_size: PositiveInt = 16384
-    linger_ms: Annotated[int, Field(ge=0)] = 5
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
-
-
-class LocalKafkaSettings(_Section):
-    controller_port: Port = 9093
-    heap: MemorySize = "512m"
-
-
-class KafkaSettings(_Section):
-    bootstrap_servers: str = Field(min_length=1)
-    client_id: str = "wikipulse"
-    replication_factor: PositiveInt = 1
-    topics: TopicsSettings
-    retention: RetentionSettings = RetentionSettings()
-    producer: ProducerSettings = ProducerSettings()
-    managed: Literal["auto"] | bool = "auto"
-    local: LocalKafkaSettings = LocalKafkaSettings()
-
-    @property
-    def runs_locally(self) -> bool:
-        """Whether ./infra/wikipulse starts and stops the broker itself."""
-        if self.managed != "auto":
-            return bool(self.managed)
-        return all(_is_loopback(host) for host, _ in self.servers)
-
-    @property
-    def servers(self) -> list[tuple[str, int]]:
-        """The bootstrap servers as (host, port) pairs."""
-        pairs = []
-        for item in self.bootstrap_servers.split(","):
-            host, _, port = item.strip().rpartition(":")
-            pairs.append((host.strip("[]"), int(port)))
-        return pairs
-
-
-class WindowingSettings(_Section):
-    duration: Duration = timedelta(minutes=1)
-    watermark: Duration = timedelta(minutes=2)
-
-
-class TriggerSettings(_Section):
-    processing_time: Duration = timedelta(seconds=30)
-
-
-class CheckpointSettings(_Section):
-    location: str = ""
-
-
-class DriverSettings(_Section):
-    memory: MemorySize = "1g"
-
-
-class ExecutorSettings(_Section):
-    memory: MemorySize = "1g"
-    instances: PositiveInt = 1
-    cores: PositiveInt = 1
-
-
-class SparkSettings(_Section):
-    master: str = Field("local[*]", min_length=1)
-    app_name: str = "wikipulse-aggregates"
-    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"] = "WARN"
-    windowing: WindowingSettings = WindowingSettings()
-    trigger: TriggerSettings = TriggerSettings()
-    checkpoint: CheckpointSettings = CheckpointSettings()
-    shuffle_partitions: Annotated[int, Field(ge=0)] = 0
-    starting_offsets: Literal["earliest", "latest"] = "earliest"
-    driver: DriverSettings = DriverSettings()
-    executor: ExecutorSettings = ExecutorSettings()
-
-    @property
-    def effective_shuffle_partitions(self) -> int:
-        return self.shuffle_partitions or os.cpu_count() or 1
-
-
-class PoolSettings(_Section):
-    max_size: PositiveInt = 5
-
-
-class PostgresSettings(_Section):
-    host: str = Field(min_length=1)
-    port: Port = 5433
-    database: str = Field(min_length=1)
-    user: str = Field(min_length=1)
-    password: SecretStr = SecretStr("")
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
-        "prefer"
-    )
-    managed: Literal["auto"] | bool = "auto"
-    retention_days: PositiveInt = 30
-    pool: PoolSettings = PoolSettings()
-
-    @property
-    def runs_locally(self) -> bool:
-        """Whether ./infra/wikipulse starts and stops this server itself."""
-        if self.managed != "auto":
-            return bool(self.managed)
-        return _is_loopback(self.host)
-
-    def libpq_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``psycopg2.connect``."""
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "user": self.user,
-            "sslmode": self.sslmode,
-            "application_name": "wikipulse",
-        }
-        if self.password.get_secret_value():
-            params["password"] = self.password.get_secret_value()
-        return params
-
-    def sqlalchemy_url(self) -> Any:
-        """A ``sqlalchemy.engine.URL`` (password escaped, never rendered in logs)."""
-        from sqlalchemy.engine import URL
-
-        return URL.create(
-            "postgresql+psycopg2",
-            username=self.user,
-            password=self.password.get_secret_value() or None,
-            host=self.host,
-            port=self.port,
-            database=self.database,
-            query={"sslmode": self.sslmode, "application_name": "wikipulse"},
-        )
-
-    def jdbc_url(self) -> str:
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}?sslmode={self.sslmode}"
-
-
-class WebSettings(_Section):
-    host: str = "127.0.0.1"
-    port: Port = 6066
-
-
-class AppSettings(_Section):
-    web: WebSettings = WebSettings()
-
-
-class DashboardSettings(_Section):
-    host: str = "127.0.0.1"
-    port: Port = 8501
-    refresh_interval: Duration = timedelta(seconds=10)
-    stale_after: Duration = timedelta(minutes=5)
-
-
-class MonitoringSettings(_Section):
-    enabled: bool = True
-
-
-class Settings(_Section):
-    environment: str = Field(DEVELOPMENT, pattern=r"^[a-z][a-z0-9_-]*$")
-    wikipulse: WikipulseSection = WikipulseSection()
-    ingestion: IngestionSettings
-    kafka: KafkaSettings
-    spark: SparkSettings = SparkSettings()
-    postgres: PostgresSettings
-    app: AppSettings = AppSettings()
-    dashboard: DashboardSettings = DashboardSettings()
-    monitoring: MonitoringSettings = MonitoringSettings()
-
-    @property
-    def home(self) -> Path:
-        """``$WIKIPULSE_HOME``: the directory holding all local state."""
-        if self.wikipulse.home:
-            return Path(self.wikipulse.home).expanduser().resolve()
-        if (PROJECT_ROOT / "pyproject.toml").exists():
-            return PROJECT_ROOT / ".wikipulse"
-        return Path.home() / ".local" / "state" / "wikipulse"
-
-    @property
-    def checkpoint_location(self) -> str:
-        return self.spark.checkpoint.location or str(self.home / "spark" / "checkpoints")
-
-    @property
-    def is_development(self) -> bool:
-        return self.environment == DEVELOPMENT
-
-
-# --------------------------------------------------------------------------------------------
 # Keys and their environment variables
 # --------------------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _leaf_annotations(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[
-    tuple[str, ...], Any
-]:
+def _leaf_annotations(
+    model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], Any]:
     leaves: dict[tuple[str, ...], Any] = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation
@@ -416,7 +117,9 @@ class _Layered:
         self.values: dict[str, Any] = {}
         self.sources: dict[tuple[str, ...], str] = {}
 
-    def merge_tree(self, tree: Mapping[str, Any], source: str, prefix: tuple[str, ...] = ()) -> None:
+    def merge_tree(
+        self, tree: Mapping[str, Any], source: str, prefix: tuple[str, ...] = ()
+    ) -> None:
         for key, value in tree.items():
             path = (*prefix, str(key))
             if isinstance(value, Mapping) and path not in KEYS:
@@ -481,28 +184,41 @@ def _describe(value: Any, path: tuple[str | int, ...]) -> str:
 def _lookup(tree: Any, path: tuple[str | int, ...]) -> Any:
     node = tree
     for part in path:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             node = node[part]
         else:
             return None
     return node
 
 
+def _key_location(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """A pydantic error location without union/validator tags: the key path plus list indexes."""
+    for length in range(len(loc), 0, -1):
+        if tuple(loc[:length]) in KEYS:
+            return (*loc[:length], *(part for part in loc[length:] if isinstance(part, int)))
+    return loc
+
+
 def _problems_from(error: ValidationError, layers: _Layered) -> list[str]:
-    problems = []
+    messages: dict[tuple[str | int, ...], list[str]] = {}
+    kinds: dict[tuple[str | int, ...], str] = {}
     for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
+        loc = _key_location(tuple(item["loc"]))
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         else:
             message = str(item["msg"]).removeprefix("Value error, ")
+        messages.setdefault(loc, []).append(message)
+        kinds.setdefault(loc, item["type"])
+    problems = []
+    for loc, texts in messages.items():
         source = layers.source_of(loc)
         where = f" (from {source})" if source else ""
         value = _lookup(layers.values, loc)
-        shown = "" if item["type"] == "missing" else f" = {_describe(value, loc)}"
-        problems.append(f"{dotted(loc)}{shown}{where}: {message}")
+        shown = "" if kinds[loc] == "missing" else f" = {_describe(value, loc)}"
+        problems.append(f"{dotted(loc)}{shown}{where}: {'; or '.join(texts)}")
     return problems
 
 

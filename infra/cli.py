@@ -1,11 +1,11 @@
 """``./infra/wikipulse``: run wikipulse on one machine.
 
-    up                  start what is not running (PostgreSQL, Kafka), migrate, create topics
-    down [--purge]      stop what ``up`` started; --purge also deletes $WIKIPULSE_HOME
-    status              each component: running or not, pid, address, health (exit 1 if down)
-    logs [component]    follow a component's log
-    psql [args...]      psql on the configured database, arguments passed through
-    test [pytest args]  the full test suite, on its own services, state and ports
+up                  start what is not running (PostgreSQL, Kafka), migrate, create topics
+down [--purge]      stop what ``up`` started; --purge also deletes $WIKIPULSE_HOME
+status              each component: running or not, pid, address, health (exit 1 if down)
+logs [component]    follow a component's log
+psql [args...]      psql on the configured database, arguments passed through
+test [pytest args]  the full test suite, on its own services, state and ports
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import subprocess
@@ -75,9 +76,11 @@ class LocalKafka:
         command += [
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dkafka.logs.dir={self.home.logs / 'kafka'}",
-            "-cp", f"{self.home.kafka_jars}/*",
-            main_class, *args,
-        ]  # fmt: skip
+            "-cp",
+            f"{self.home.kafka_jars}/*",
+            main_class,
+            *args,
+        ]
         return command
 
     def _render_properties(self) -> None:
@@ -93,13 +96,16 @@ class LocalKafka:
     def _format_storage(self) -> None:
         if (self.home.kafka_data / "meta.properties").exists():
             return
-        # Kafka's cluster id: a random UUID, URL-safe base64 without padding (Uuid.toString()).
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             self._java(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                "-c", str(self.properties_file),
-            ),  # fmt: skip
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties_file),
+            ),
             capture_output=True,
             text=True,
             check=False,
@@ -118,32 +124,38 @@ class LocalKafka:
         require_java()
         self.fetch_jars()
         ensure_port_free(
-            self.host, self.port,
+            self.host,
+            self.port,
             needed_by="the local Kafka broker",
             fix="set KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<another port>",
-        )  # fmt: skip
+        )
         ensure_port_free(
-            self.host, self.controller_port,
+            self.host,
+            self.controller_port,
             needed_by="the local Kafka controller",
             fix="set KAFKA_LOCAL_CONTROLLER_PORT=<another port>",
-        )  # fmt: skip
+        )
         self._render_properties()
         self._format_storage()
         logfile = self.home.logfile(COMPONENT)
         pid = spawn(
-            self._java("kafka.Kafka", str(self.properties_file),
-                       heap=self.settings.kafka.local.heap),
+            self._java(
+                "kafka.Kafka", str(self.properties_file), heap=self.settings.kafka.local.heap
+            ),
             pidfile=self.home.pidfile(COMPONENT),
             logfile=logfile,
             env={**os.environ, "KAFKA_HEAP_OPTS": ""},
-        )  # fmt: skip
-        ready = wait_for(lambda: port_open(self.host, self.port) or self.pid() is None,
-                         timeout=timeout)  # fmt: skip
+        )
+        ready = wait_for(
+            lambda: port_open(self.host, self.port) or self.pid() is None, timeout=timeout
+        )
         if self.pid() is None:
             raise InfraError(
                 f"the Kafka broker exited during start-up; its last output ({logfile}):\n"
                 + tail(logfile)
-                + "\n(full log: " + str(self.home.logs / "kafka" / "server.log") + ")"
+                + "\n(full log: "
+                + str(self.home.logs / "kafka" / "server.log")
+                + ")"
             )
         if not ready:
             raise InfraError(f"the Kafka broker did not accept connections within {timeout:.0f} s")
@@ -156,6 +168,15 @@ class LocalKafka:
         terminate(pid, timeout=30)
         self.home.pidfile(COMPONENT).unlink(missing_ok=True)
         return True
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID in URL-safe base64 without padding, as Kafka's
+    ``Uuid.randomUuid()`` makes it (which also redraws ids starting with "-")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def fetch_spark_jars(home: Home) -> list[Path]:
@@ -188,10 +209,9 @@ async def _ensure_topics(settings: Settings) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
         if missing:
-            try:
+            # Another process may create them at the same moment: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another process: fine
         return [spec.name for spec in missing]
     finally:
         await admin.close()

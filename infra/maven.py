@@ -57,11 +57,15 @@ def fetch_jars(pom: Path, destination: Path, *, log_file: Path) -> list[Path]:
     destination.mkdir(parents=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        "mvn", "-B", "-q", "-f", str(pom),
+        "mvn",
+        "-B",
+        "-q",
+        "-f",
+        str(pom),
         "dependency:copy-dependencies",
         "-DincludeScope=runtime",
         f"-DoutputDirectory={destination}",
-    ]  # fmt: skip
+    ]
     with open(log_file, "ab") as output:
         result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, check=False)
     jars = sorted(destination.glob("*.jar"))

