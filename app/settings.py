@@ -8,11 +8,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT = "development"
@@ -100,8 +100,37 @@ class WikimediaSettings(_Section):
     filters: FiltersSettings
 
 
+class BackoffSettings(_Section):
+    initial: Duration
+    max: Duration
+
+
+class DedupSettings(_Section):
+    window: Duration
+
+
 class IngestionSettings(_Section):
     wikimedia: WikimediaSettings
+    since: str
+    read_timeout: Duration
+    backoff: BackoffSettings
+    max_event_bytes: PositiveInt
+    dedup: DedupSettings
+    health_timeout: Duration
+
+    @field_validator("since")
+    @classmethod
+    def _since_is_a_time(cls, value: str) -> str:
+        """Empty, epoch milliseconds, or an ISO-8601 time (what EventStreams' ?since= takes)."""
+        text = value.strip()
+        if text and not text.isdigit():
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError("not a time: use epoch milliseconds or ISO-8601") from None
+            if parsed.tzinfo is None:
+                raise ValueError("give the time zone, e.g. 2026-06-20T15:00:00Z")
+        return text
 
 
 class TopicSettings(_Section):
@@ -137,6 +166,7 @@ class KafkaSettings(_Section):
     topics: TopicsSettings
     retention: RetentionSettings
     producer: ProducerSettings
+    max_message_bytes: PositiveInt
     managed: Literal["auto"] | bool
     local: LocalKafkaSettings
 

@@ -186,7 +186,9 @@ def fetch_spark_jars(home: Home) -> list[Path]:
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     topics = settings.kafka.topics
-    configs = {"retention.ms": str(settings.kafka.retention.ms)}
+    retention = {"retention.ms": str(settings.kafka.retention.ms)}
+    # Raw and dead-letter records are SSE payloads kept verbatim, however large.
+    large = {**retention, "max.message.bytes": str(settings.kafka.max_message_bytes)}
     return [
         NewTopic(
             name=topic.name,
@@ -194,7 +196,11 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             replication_factor=settings.kafka.replication_factor,
             topic_configs=configs,
         )
-        for topic in (topics.raw, topics.typed, topics.dead_letter)
+        for topic, configs in (
+            (topics.raw, large),
+            (topics.typed, retention),
+            (topics.dead_letter, large),
+        )
     ]
 
 
