@@ -59,7 +59,13 @@ class WorkerMetrics:
         self.events.labels(outcome=outcome.value).inc()
 
     def outcome_totals(self) -> dict[str, float]:
-        return {o.value: self.events.labels(outcome=o.value)._value.get() for o in Outcome}
+        return {
+            o.value: self.registry.get_sample_value(
+                "wikipulse_ingest_events_total", {"outcome": o.value}
+            )
+            or 0.0
+            for o in Outcome
+        }
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -219,6 +219,7 @@ class SparkSettings(_Section):
     checkpoint: CheckpointSettings
     shuffle_partitions: Annotated[int, Field(ge=0)]
     starting_offsets: Literal["earliest", "latest"]
+    max_offsets_per_trigger: Annotated[int, Field(ge=0)]
     driver: DriverSettings
     executor: ExecutorSettings
 
@@ -287,6 +288,7 @@ class WebSettings(_Section):
 
 
 class AppSettings(_Section):
+    id: str = Field(pattern=r"^[a-zA-Z0-9._-]+$")
     web: WebSettings
 
 

@@ -39,12 +39,11 @@ from app.contract import (
 )
 from app.metrics import WorkerMetrics
 from app.normalize import Filters, Rejected, normalize
+from app.recovery import emitted_origins, origin_headers
 from app.sse import SseEvent, SseSource, user_agent
 
 log = logging.getLogger(__name__)
 
-#: The consumer group (and Faust app id) of the normalizer.
-APP_ID = "wikipulse-worker"
 DEDUP_TABLE = "seen-event-ids"
 #: How often the normalizer forgets event ids older than the dedup window.
 DEDUP_PURGE_INTERVAL = 60.0
@@ -88,8 +87,13 @@ def route(
     filters: Filters,
     seen: Any,
     max_bytes: int,
+    origin: tuple[int, int] = (-1, -1),
 ) -> Routed:
-    """Decide the outcome of one raw record (pure but for the ``seen`` mapping it reads)."""
+    """Decide the outcome of one raw record (pure but for the ``seen`` mapping it reads).
+
+    ``seen`` maps event ids to where they were first seen, ``[partition, offset, time]``; an
+    event seen at its own ``origin`` (partition, offset) is being re-processed after a crash,
+    not repeated by the stream."""
     try:
         result = normalize(data, received_at=received_at, max_bytes=max_bytes)
     except Rejected as rejection:
@@ -98,7 +102,8 @@ def route(
         return Routed(Outcome.CANARY, canary=result)
     if not filters.accept(result):
         return Routed(Outcome.FILTERED, event=result)
-    if seen.get(result.event_id) is not None:
+    first = seen.get(result.event_id)
+    if first is not None and tuple(first[:2]) != origin:
         return Routed(Outcome.DUPLICATE, event=result)
     return Routed(Outcome.VALID, event=result)
 
@@ -132,11 +137,14 @@ class Worker:
         )
         topics = settings.kafka.topics
         producer = settings.kafka.producer
+        datadir = settings.home / "worker" / settings.app.id
+        datadir.parent.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
-            APP_ID,
+            settings.app.id,
             broker=[f"kafka://{host}:{port}" for host, port in settings.kafka.servers],
             broker_client_id=f"{settings.kafka.client_id}-worker",
-            processing_guarantee="exactly_once",
+            # At least once, made exactly once for the output topics by app/recovery.py.
+            processing_guarantee="at_least_once",
             store="memory://",
             topic_partitions=topics.raw.partitions,
             topic_replication_factor=settings.kafka.replication_factor,
@@ -148,6 +156,7 @@ class Worker:
             producer_max_batch_size=producer.batch_size,
             producer_max_request_size=settings.kafka.max_message_bytes,
             consumer_auto_offset_reset="earliest",
+            datadir=str(datadir),
             web_enabled=True,
             web_bind=settings.app.web.host,
             web_host=settings.app.web.host,
@@ -162,18 +171,18 @@ class Worker:
         self.dead_letter_topic = self.app.topic(
             topics.dead_letter.name, partitions=topics.dead_letter.partitions
         )
-        # meta.id -> when it was first received (epoch seconds); changelog-backed, so it
-        # survives restarts. Same partitioning as the raw topic it is updated from.
+        # meta.id -> where and when it was first seen: [raw partition, raw offset, epoch s];
+        # changelog-backed, so it survives restarts. Partitioned like the raw topic.
         self.seen = self.app.Table(
             DEDUP_TABLE,
             default=None,
             partitions=topics.raw.partitions,
             key_type=str,
-            value_type=float,
-            key_serializer="json",
-            value_serializer="json",
         )
         self._last_purge = 0.0
+        # Per raw partition: the next offset expected, and origins already written (recovery).
+        self._next_offset: dict[tuple[str, int], int] = {}
+        self._written: dict[tuple[str, int], set[int]] = {}
         self._install()
 
     # ---- wiring -----------------------------------------------------------------------------
@@ -182,26 +191,28 @@ class Worker:
         app = self.app
         app.task(self.ingest, on_leader=True)
         app.agent(self.raw_topic, name="normalize-raw")(self.normalize_raw)
-        app.page("/metrics")(self._metrics_view)
-        app.page("/health")(self._health_view)
 
-    async def _metrics_view(self, web: Any, request: Any) -> Any:
-        return web.bytes(
-            self.metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        # Faust makes a View class of each function; it is called with the view and request.
+        async def metrics(view: Any, request: Any) -> Any:
+            return view.bytes(self.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
-    async def _health_view(self, web: Any, request: Any) -> Any:
+        async def health(view: Any, request: Any) -> Any:
+            body = self.health_report()
+            return view.json(body, status=200 if body["healthy"] else 503)
+
+        app.page("/metrics")(metrics)
+        app.page("/health")(health)
+
+    def health_report(self) -> dict[str, Any]:
         timeout = self.settings.ingestion.health_timeout.total_seconds()
-        healthy = self.health.healthy(timeout)
-        body = {
-            "healthy": healthy,
+        return {
+            "healthy": self.health.healthy(timeout),
             "connected": self.health.connected,
             "last_received": self.health.last_received,
             "last_canary": self.health.last_canary,
             "last_event_time": self.health.last_event_time,
             "outcomes": self.metrics.outcome_totals(),
         }
-        return web.json(body, status=200 if healthy else 503)
 
     # ---- ingest: SSE -> raw -----------------------------------------------------------------
 
@@ -297,30 +308,30 @@ class Worker:
     async def process(self, message: Any, data: bytes) -> Outcome:
         headers = headers_dict(message.headers)
         received_at = _received_at(headers)
+        written = await self._already_written(message)
         routed = route(
             data,
             received_at=received_at,
             filters=self.filters,
             seen=self.seen,
             max_bytes=self.settings.ingestion.max_event_bytes,
+            origin=(message.partition, message.offset),
         )
-        origin = [
-            ("origin-topic", message.topic.encode()),
-            ("origin-partition", str(message.partition).encode()),
-            ("origin-offset", str(message.offset).encode()),
-        ]
+        origin = origin_headers(message.topic, message.partition, message.offset)
         if routed.outcome is Outcome.VALID and routed.event is not None:
             event = routed.event
-            self.seen[event.event_id] = received_at.timestamp()
-            await self.typed_topic.send(
-                key=event.kafka_key(),
-                value=encode_typed(event),
-                headers=[
-                    (HEADER_SCHEMA, SCHEMA_NAME.encode()),
-                    (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
-                    *origin,
-                ],
-            )
+            self.seen[event.event_id] = [message.partition, message.offset, received_at.timestamp()]
+            if not written:
+                await self.typed_topic.send(
+                    key=event.kafka_key(),
+                    value=encode_typed(event),
+                    headers=[
+                        (HEADER_SCHEMA, SCHEMA_NAME.encode()),
+                        (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
+                        *origin,
+                    ],
+                    force=True,  # now, not at the next commit: freshness matters
+                )
             event_time = event.event_time.timestamp()
             self.health.last_event_time = event_time
             self.metrics.last_event_time.set(event_time)
@@ -334,26 +345,50 @@ class Worker:
                 message.offset,
                 reason,
             )
-            await self.dead_letter_topic.send(
-                value=data,
-                headers=[
-                    ("reason", str(reason).encode()),
-                    ("reason-code", reason.code.encode()),
-                    ("reason-field", (reason.field or "").encode()),
-                    *origin,
-                    *[
-                        (k, v)
-                        for k, v in headers.items()
-                        if k in (HEADER_SSE_ID, HEADER_RECEIVED_AT)
+            if not written:
+                kept = [
+                    (k, v) for k, v in headers.items() if k in (HEADER_SSE_ID, HEADER_RECEIVED_AT)
+                ]
+                await self.dead_letter_topic.send(
+                    value=data,
+                    headers=[
+                        ("reason", str(reason).encode()),
+                        ("reason-code", reason.code.encode()),
+                        ("reason-field", (reason.field or "").encode()),
+                        *origin,
+                        *kept,
                     ],
-                ],
-            )
+                    force=True,
+                )
         elif routed.outcome is Outcome.CANARY:
             self.health.last_canary = time.time()
             self.metrics.last_canary_time.set(self.health.last_canary)
         self.metrics.count(routed.outcome)
         self._purge_seen()
         return routed.outcome
+
+    async def _already_written(self, message: Any) -> bool:
+        """Whether this raw record's output is already in the typed or dead-letter topic.
+
+        When the stream jumps (a start, a restart, a rebalance: the offset is not the one after
+        the last processed), the output topics' tails are read once to learn what was written
+        after the last commit (see app/recovery.py)."""
+        key = (message.topic, message.partition)
+        if self._next_offset.get(key) != message.offset:
+            self._written[key] = await emitted_origins(
+                self.settings,
+                source_topic=message.topic,
+                source_partition=message.partition,
+                from_offset=message.offset,
+            )
+        self._next_offset[key] = message.offset + 1
+        written = self._written.get(key)
+        if not written:
+            return False
+        if message.offset in written:
+            written.discard(message.offset)
+            return True
+        return False
 
     def _purge_seen(self) -> None:
         """Forget event ids older than the dedup window (inside the agent: table writes need
@@ -363,7 +398,7 @@ class Worker:
             return
         self._last_purge = now
         horizon = now - self.settings.ingestion.dedup.window.total_seconds()
-        stale = [key for key, first_seen in self.seen.items() if first_seen < horizon]
+        stale = [key for key, first_seen in self.seen.items() if first_seen[2] < horizon]
         for key in stale:
             del self.seen[key]
         if stale:
@@ -381,8 +416,7 @@ async def read_last_sse_id(settings: Settings) -> str | None:
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches fresh metadata
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        partitions = [TopicPartition(topic, p) for p in range(settings.kafka.topics.raw.partitions)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         newest: tuple[int, str] | None = None

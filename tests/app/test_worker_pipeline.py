@@ -1,0 +1,175 @@
+"""The worker for real: replay server (SSE) -> faust worker -> real Kafka.
+
+Real recorded events, abrupt connection drops, malformed frames, a SIGKILL mid-stream: the
+typed topic must hold each valid event exactly once and every raw record must have one outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.config import Settings, load_settings
+from app.contract import HEADER_SCHEMA_VERSION, HEADER_SSE_ID, RecentChange
+from app.replay import ReplayOptions
+from infra.stack import Stack
+from tests.harness import (
+    ReplayThread,
+    WorkerProcess,
+    pipeline_environment,
+    read_topic,
+    running_worker,
+    wait_until,
+)
+from tests.realdata import CURRENT, lines
+
+pytestmark = pytest.mark.integration
+
+MALFORMED_EVERY = 40
+
+
+def topics(settings: Settings) -> dict[str, list]:
+    t = settings.kafka.topics
+    return {
+        name: asyncio.run(read_topic(settings, topic.name, topic.partitions))
+        for name, topic in (("raw", t.raw), ("typed", t.typed), ("dead_letter", t.dead_letter))
+    }
+
+
+def typed_count(settings: Settings) -> int:
+    t = settings.kafka.topics.typed
+    return len(asyncio.run(read_topic(settings, t.name, t.partitions)))
+
+
+def metrics(env: dict[str, str]) -> dict[str, float]:
+    url = f"http://127.0.0.1:{env['APP_WEB_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("wikipulse_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_exactly_once_through_drops_malformed_frames_and_a_sigkill(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    events = list(lines(CURRENT))  # 384 real events, all with distinct meta.id
+    expected_ids = {orjson.loads(e)["meta"]["id"] for e in events}
+    end = len(events) + len(events) // (MALFORMED_EVERY - 1)
+    malformed = sum(1 for p in range(end) if (p + 1) % MALFORMED_EVERY == 0)
+    options = ReplayOptions(
+        speed=20.0, drop_every=37, malformed_every=MALFORMED_EVERY, hold_open=True
+    )
+    with ReplayThread(events, options) as replay:
+        env = pipeline_environment(stack_env, replay.url)
+        settings = load_settings(environ=env)
+        first = WorkerProcess(env, tmp_path / "worker-1.log")
+        first.start()
+        try:
+            wait_until(
+                lambda: typed_count(settings) >= 60, 120, "the first typed events", worker=first
+            )
+        finally:
+            first.kill()  # SIGKILL mid-stream: no flush, no commit, no goodbye
+        assert typed_count(settings) < len(events), "the kill came too late to be mid-stream"
+        with running_worker(env, tmp_path / "worker-2.log") as second:
+            wait_until(
+                lambda: typed_count(settings) >= len(events), 120, "all typed events", worker=second
+            )
+            wait_until(
+                lambda: len(topics(settings)["dead_letter"]) >= malformed,
+                60,
+                "the dead letters",
+                worker=second,
+            )
+        assert replay.server.max_active <= 1, "more than one SSE connection at a time"
+        resumed = [last_id for last_id, _ in replay.server.requests if last_id]
+        assert resumed, "the worker never resumed with Last-Event-ID"
+
+    records = topics(settings)
+    typed_ids = Counter(orjson.loads(r.value)["event_id"] for r in records["typed"])
+    missing = expected_ids - set(typed_ids)
+    doubled = {event_id: n for event_id, n in typed_ids.items() if n > 1}
+    raw_offsets = {
+        orjson.loads(r.value)["meta"]["id"]: r.offset
+        for r in records["raw"]
+        if r.value.startswith(b"{") and r.value.endswith(b"}")
+    }
+    lost_at = sorted(raw_offsets.get(m, -1) for m in missing)
+    assert not missing, f"{len(missing)} events lost; their raw offsets: {lost_at}"
+    assert not doubled, f"{len(doubled)} events doubled in the typed topic"
+    assert set(typed_ids) == expected_ids
+    for record in records["typed"][:5]:
+        RecentChange.model_validate_json(record.value)
+        assert dict(record.headers)[HEADER_SCHEMA_VERSION] == b"1"
+    assert len(records["dead_letter"]) == malformed
+    for record in records["dead_letter"]:
+        headers = dict(record.headers)
+        assert headers["reason-code"] == b"invalid_json"
+        assert headers["origin-topic"] == settings.kafka.topics.raw.name.encode()
+        raw = records["raw"][int(headers["origin-offset"])]
+        assert raw.value == record.value  # the original bytes, verbatim
+    # The raw log holds each SSE event once (the resume point is the last durable event).
+    raw_ids = Counter(dict(r.headers)[HEADER_SSE_ID] for r in records["raw"])
+    assert max(raw_ids.values()) == 1
+    assert len(records["raw"]) == len(events) + malformed
+
+
+def test_outcomes_reconcile_with_duplicates_filters_and_canaries(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    events = list(lines(CURRENT)[:120])
+    repeated = events[:10]  # Wikimedia replays and its two datacenters repeat events
+    canary = orjson.loads(events[0])
+    canary["meta"]["domain"] = "canary"
+    canary["meta"]["id"] = "canary-1"
+    feed = [*events, *repeated, orjson.dumps(canary)]
+    in_namespace_0 = {
+        orjson.loads(e)["meta"]["id"] for e in events if orjson.loads(e)["namespace"] == 0
+    }
+    with ReplayThread(feed, ReplayOptions(hold_open=True)) as replay:
+        env = pipeline_environment(
+            stack_env, replay.url, INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[0]"
+        )
+        settings = load_settings(environ=env)
+        with running_worker(env, tmp_path / "worker.log") as worker:
+
+            def settled() -> bool:
+                try:
+                    return sum(metrics(env)[f'wikipulse_ingest_events_total{{outcome="{o}"}}']
+                               for o in ("valid", "dead_letter", "filtered", "duplicate",
+                                         "canary")) >= len(feed)  # fmt: skip
+                except OSError:
+                    return False
+
+            wait_until(settled, 120, "every raw record to get an outcome", worker=worker)
+            values = metrics(env)
+            health = json.loads(
+                urllib.request.urlopen(f"http://127.0.0.1:{env['APP_WEB_PORT']}/health").read()
+            )
+    outcome = {
+        o: values[f'wikipulse_ingest_events_total{{outcome="{o}"}}']
+        for o in ("valid", "dead_letter", "filtered", "duplicate", "canary")
+    }
+    assert values["wikipulse_sse_events_received_total"] == len(feed)
+    assert sum(outcome.values()) == len(feed)
+    assert outcome["valid"] == len(in_namespace_0)
+    assert outcome["canary"] == 1
+    assert outcome["dead_letter"] == 0
+    # Repeats of namespace-0 events are duplicates; repeats of others are filtered first.
+    repeated_in_0 = sum(1 for e in repeated if orjson.loads(e)["meta"]["id"] in in_namespace_0)
+    assert outcome["duplicate"] == repeated_in_0
+    assert outcome["filtered"] == len(events) - len(in_namespace_0) + len(repeated) - repeated_in_0
+    assert health["healthy"] and health["connected"] and health["last_canary"]
+    typed = topics(settings)["typed"]
+    assert {orjson.loads(r.value)["event_id"] for r in typed} == in_namespace_0
+    assert len(typed) == len(in_namespace_0)

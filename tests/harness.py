@@ -1,0 +1,168 @@
+"""Helpers for tests that run real processes: the worker, a replay server, topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
+from app.replay import ReplayOptions, ReplayServer
+from infra.kafka import ensure_topics
+from infra.processes import free_port, pid_alive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_environ() -> dict[str, str]:
+    """os.environ without any wikipulse configuration variable of the developer's."""
+    ours = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_ENV_FILE"}
+    return {k: v for k, v in os.environ.items() if k not in ours}
+
+
+def pipeline_environment(
+    stack_env: dict[str, str], stream_url: str, **extra: str
+) -> dict[str, str]:
+    """A worker configuration of its own: unique topics and app id, fast reconnects."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **stack_env,
+        "KAFKA_TOPICS_RAW_NAME": f"test-{suffix}.raw",
+        "KAFKA_TOPICS_TYPED_NAME": f"test-{suffix}.v1",
+        "KAFKA_TOPICS_DEAD_LETTER_NAME": f"test-{suffix}.dead-letter",
+        "APP_ID": f"test-worker-{suffix}",
+        "APP_WEB_PORT": str(free_port()),
+        "INGESTION_WIKIMEDIA_URL": stream_url,
+        "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]",
+        "INGESTION_BACKOFF_INITIAL": "100 ms",
+        "INGESTION_BACKOFF_MAX": "1 second",
+        **extra,
+    }
+    ensure_topics(load_settings(environ=env))
+    return env
+
+
+class WorkerProcess:
+    """``faust -A app.worker worker`` as a user starts it, in its own process group."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = {**clean_environ(), **env}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "faust", "-A", "app.worker", "worker", "-l", "info",
+                 "--web-port", self.env["APP_WEB_PORT"]],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and pid_alive(self.process.pid)
+
+
+class ReplayThread:
+    """A ReplayServer on its own event loop in a background thread (the test's loop is free)."""
+
+    def __init__(self, events: list[bytes], options: ReplayOptions) -> None:
+        self.server = ReplayServer(events, options)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> ReplayThread:
+        self.thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def read_topic(
+    settings: Settings, topic: str, partitions: int, *, committed: bool = True
+) -> list[Any]:
+    """Every record of ``topic`` (with ``partitions`` partitions) from its beginning to its end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        records: list[Any] = []
+        deadline = time.monotonic() + 60
+        while any([await consumer.position(tp) < ends[tp] for tp in assigned]):
+            batch = await consumer.getmany(*assigned, timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end")
+        return records
+    finally:
+        await consumer.stop()
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    worker: WorkerProcess | None = None,
+) -> None:
+    """Poll ``condition``; fail on timeout, or at once when ``worker`` died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if worker is not None and not worker.alive:
+            raise AssertionError(
+                f"the worker exited while waiting for {what}; its log ({worker.log}):\n"
+                + worker.log.read_text(errors="replace")[-3000:]
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+@contextmanager
+def running_worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(env, log)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
