@@ -110,6 +110,7 @@ class DedupSettings(_Section):
 
 
 class IngestionSettings(_Section):
+    enabled: bool
     wikimedia: WikimediaSettings
     since: str
     read_timeout: Duration

@@ -72,7 +72,7 @@ THROTTLE_FACTOR: Final = 10.0
 #: Server-requested waits (``retry:``, ``Retry-After``) are capped at this many ``backoff_max``.
 SERVER_WAIT_CAP_FACTOR: Final = 5.0
 #: Longest SSE line accepted (aiohttp's reader allows lines up to twice ``read_bufsize``).
-MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+MAX_LINE_BYTES: Final = 16 * 1024 * 1024  # above kafka.max_message_bytes: the worker decides
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ from app.sse import SseEvent, SseSource, user_agent
 log = logging.getLogger(__name__)
 
 DEDUP_TABLE = "seen-event-ids"
+#: Room for a raw record's headers and batch framing below kafka.max_message_bytes.
+RECORD_OVERHEAD = 64 * 1024
+HEADER_TRUNCATED_FROM = "truncated-from"
 #: How often the normalizer forgets event ids older than the dedup window.
 DEDUP_PURGE_INTERVAL = 60.0
 
@@ -189,7 +192,9 @@ class Worker:
 
     def _install(self) -> None:
         app = self.app
-        app.task(self.ingest, on_leader=True)
+        if self.settings.ingestion.enabled:
+            # On the leader only: one SSE connection per deployment, however many workers.
+            app.task(self.ingest, on_leader=True)
         app.agent(self.raw_topic, name="normalize-raw")(self.normalize_raw)
 
         # Faust makes a View class of each function; it is called with the view and request.
@@ -284,9 +289,17 @@ class Worker:
         headers = [(HEADER_RECEIVED_AT, str(received_ms).encode())]
         if event.id is not None:
             headers.append((HEADER_SSE_ID, event.id.encode()))
-        delivery = await producer.send(
-            self.settings.kafka.topics.raw.name, event.data, headers=headers
-        )
+        data = event.data
+        limit = self.settings.kafka.max_message_bytes - RECORD_OVERHEAD
+        if len(data) > limit:
+            # Larger than a Kafka record may be: keep its head, say so; the normalizer
+            # dead-letters it (too large), and the stream goes on.
+            log.warning(
+                "ingest: event of %d bytes truncated to %d in the raw log", len(data), limit
+            )
+            headers.append((HEADER_TRUNCATED_FROM, str(len(data)).encode()))
+            data = data[:limit]
+        delivery = await producer.send(self.settings.kafka.topics.raw.name, data, headers=headers)
 
         def delivered(future: asyncio.Future[Any]) -> None:
             # Idempotent producer: deliveries complete in order, so the last success is the

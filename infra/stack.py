@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -19,8 +20,9 @@ from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
 from infra.postgres import LocalPostgres, psql_command
 from infra.processes import InfraError, port_open
+from infra.worker import LocalWorker
 
-COMPONENTS = ("postgres", "kafka")
+COMPONENTS = ("postgres", "kafka", "worker")
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 
 Progress = Callable[[str], None]
@@ -73,12 +75,13 @@ class Stack:
         self.home = Home(settings.home)
         self.postgres = LocalPostgres(settings, self.home)
         self.kafka = LocalKafka(settings, self.home)
+        self.worker = LocalWorker(settings, self.home)
 
     @property
     def kafka_is_local(self) -> bool:
         return self.settings.kafka.runs_locally
 
-    def up(self, progress: Progress = _quiet) -> None:
+    def up(self, progress: Progress = _quiet, *, pipeline: bool = True) -> None:
         """Start what is not running, in dependency order; idempotent."""
         self.home.root.mkdir(parents=True, exist_ok=True)
         if self.settings.postgres.runs_locally:
@@ -104,10 +107,22 @@ class Stack:
         if not (self.home.spark_jars / ".fetched-from").exists():
             progress("spark: fetching the Kafka connector jars with Maven (first time only)")
         fetch_spark_jars(self.home)
+        if pipeline:
+            was_running = self.worker.pid() is not None
+            pid = self.worker.start()
+            state = "running" if was_running else "started"
+            progress(
+                f"worker: {state} (pid {pid}), following {self.settings.ingestion.wikimedia.url}"
+            )
 
     def down(self, *, purge: bool = False, progress: Progress = _quiet) -> None:
         """Stop what this home runs (reverse order); with ``purge`` delete the whole home."""
-        for name, component in (("kafka", self.kafka), ("postgres", self.postgres)):
+        stopping: tuple[tuple[str, Any], ...] = (
+            ("worker", self.worker),
+            ("kafka", self.kafka),
+            ("postgres", self.postgres),
+        )
+        for name, component in stopping:
             if component.stop():
                 progress(f"{name}: stopped")
         if purge:
@@ -120,7 +135,24 @@ class Stack:
                 progress(f"deleted {path}")
 
     def status(self) -> list[ComponentState]:
-        return [self._postgres_state(), self._kafka_state()]
+        return [self._postgres_state(), self._kafka_state(), self._worker_state()]
+
+    def _worker_state(self) -> ComponentState:
+        pid = self.worker.pid()
+        report = self.worker.health() if pid is not None else None
+        if pid is None:
+            detail = "not running"
+        elif report is None:
+            detail = "running, web server not answering"
+        else:
+            outcomes = report.get("outcomes", {})
+            detail = (
+                ("healthy" if report.get("healthy") else "UNHEALTHY (no events recently)")
+                + f", connected={report.get('connected')}, valid={outcomes.get('valid', 0):.0f}"
+                + f" dead_letter={outcomes.get('dead_letter', 0):.0f}"
+            )
+        healthy = bool(report and report.get("healthy"))
+        return ComponentState("worker", True, True, healthy, pid, self.worker.url, detail)
 
     def _postgres_state(self) -> ComponentState:
         pg = self.settings.postgres

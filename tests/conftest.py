@@ -60,7 +60,7 @@ def stack(stack_settings: Settings) -> Iterator[Stack]:
     """The running services (PostgreSQL migrated to head, Kafka with the topics)."""
     services = Stack(stack_settings)
     try:
-        services.up()
+        services.up(pipeline=False)  # the pipeline's processes are started by their tests
         yield services
     finally:
         services.down(purge=True)

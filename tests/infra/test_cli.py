@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ENV_ALIASES, ENV_VARS
+from app.replay import ReplayOptions
 from infra.processes import pid_alive, wait_for
 from tests.conftest import make_home, stack_environment
+from tests.harness import ReplayThread, clean_environ
+from tests.realdata import CURRENT, lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,10 +31,14 @@ WIKIPULSE = str(ROOT / "infra" / "wikipulse")
 @pytest.fixture
 def cli_env() -> Iterator[dict[str, str]]:
     home = make_home("wikipulse-cli-")
-    ours = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_ENV_FILE"}
-    env = {k: v for k, v in os.environ.items() if k not in ours}
+    env = clean_environ()
     env.update(stack_environment(home))
-    yield env
+    # The worker follows a local replay of real events (no internet here), then waits.
+    sample = list(lines(CURRENT)[:50])
+    with ReplayThread(sample, ReplayOptions(hold_open=True)) as replay:
+        env["INGESTION_WIKIMEDIA_URL"] = replay.url
+        env["INGESTION_WIKIMEDIA_FILTERS_NAMESPACES"] = "[]"
+        yield env
     subprocess.run([WIKIPULSE, "down", "--purge"], env=env, capture_output=True, timeout=120)
     shutil.rmtree(home, ignore_errors=True)
 
@@ -45,9 +51,10 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 
 def pids(home: Path) -> dict[str, int]:
     found = {}
-    kafka = home / "run" / "kafka.pid"
-    if kafka.exists():
-        found["kafka"] = int(kafka.read_text())
+    for component in ("kafka", "worker"):
+        pidfile = home / "run" / f"{component}.pid"
+        if pidfile.exists():
+            found[component] = int(pidfile.read_text())
     postmaster = home / "postgres" / "data" / "postmaster.pid"
     if postmaster.exists():
         found["postgres"] = int(postmaster.read_text().split()[0])
@@ -60,14 +67,16 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     first = run(cli_env, "up")
     assert first.returncode == 0, first.stderr
     assert "postgres: started" in first.stdout and "kafka: started" in first.stdout
+    assert "worker: started" in first.stdout
     started = pids(home)
-    assert set(started) == {"kafka", "postgres"}
+    assert set(started) == {"kafka", "postgres", "worker"}
     assert all(pid_alive(pid) for pid in started.values())
 
     # A second `up` is harmless: nothing restarted.
     second = run(cli_env, "up")
     assert second.returncode == 0, second.stderr
     assert "postgres: running" in second.stdout and "kafka: running" in second.stdout
+    assert "worker: running" in second.stdout
     assert pids(home) == started
 
     table = run(cli_env, "psql", "-c", r"\d user_edit_counts")
@@ -76,11 +85,15 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     scalar = run(cli_env, "psql", "-At", "-c", "SELECT count(*) FROM recent_user_activity")
     assert scalar.stdout.strip() == "0"
 
-    healthy = run(cli_env, "status")
-    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert "schema 0001" in healthy.stdout and "topics ready" in healthy.stdout
+    def all_up() -> bool:
+        return run(cli_env, "status").returncode == 0
 
-    logs = run(cli_env, "logs", "kafka", "--no-follow")
+    assert wait_for(all_up, timeout=60), run(cli_env, "status").stdout
+    healthy = run(cli_env, "status")
+    assert "database wiki_streaming, schema" in healthy.stdout
+    assert "topics ready" in healthy.stdout and "valid=" in healthy.stdout
+
+    logs = run(cli_env, "logs", "kafka", "--no-follow", "-n", "100000")
     assert logs.returncode == 0 and "Kafka Server started" in logs.stdout
 
     # A crashed broker: status says so, `up` brings back only the missing piece.
@@ -96,7 +109,7 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     after = pids(home)
     assert after["postgres"] == started["postgres"]
     assert after["kafka"] != started["kafka"] and pid_alive(after["kafka"])
-    assert run(cli_env, "status").returncode == 0
+    assert wait_for(all_up, timeout=90), run(cli_env, "status").stdout
 
     purge = run(cli_env, "down", "--purge")
     assert purge.returncode == 0, purge.stderr

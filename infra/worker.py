@@ -1,0 +1,80 @@
+"""The ingestion worker as a background process: ``faust -A app.worker worker``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import Settings
+from infra.home import Home
+from infra.processes import InfraError, ensure_port_free, read_pid, spawn, tail, terminate, wait_for
+
+COMPONENT = "worker"
+
+
+@dataclass(frozen=True)
+class LocalWorker:
+    settings: Settings
+    home: Home
+
+    @property
+    def datadir(self) -> str:
+        return str(self.home.root / "worker" / self.settings.app.id)
+
+    @property
+    def url(self) -> str:
+        web = self.settings.app.web
+        return f"http://{web.host}:{web.port}"
+
+    def pid(self) -> int | None:
+        return read_pid(self.home.pidfile(COMPONENT), self.datadir)
+
+    def health(self) -> dict[str, Any] | None:
+        """The worker's /health report, or None when its web server does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=3) as response:
+                return dict(json.load(response))
+        except urllib.error.HTTPError as error:  # 503: running, not healthy
+            try:
+                return dict(json.load(error))
+            except ValueError:
+                return None
+        except (OSError, ValueError):
+            return None
+
+    def start(self, *, timeout: float = 90.0) -> int:
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        web = self.settings.app.web
+        ensure_port_free(
+            web.host,
+            web.port,
+            needed_by="the worker's web server",
+            fix="set APP_WEB_PORT=<another port>",
+        )
+        logfile = self.home.logfile(COMPONENT)
+        command = [
+            sys.executable, "-m", "faust", "--datadir", self.datadir,
+            "-A", "app.worker", "worker", "--loglevel", "info",
+            "--web-host", web.host, "--web-port", str(web.port),
+        ]  # fmt: skip
+        pid = spawn(command, pidfile=self.home.pidfile(COMPONENT), logfile=logfile)
+        wait_for(lambda: self.pid() is None or self.health() is not None, timeout=timeout)
+        if self.pid() is None:
+            raise InfraError(f"the worker exited during start-up ({logfile}):\n{tail(logfile, 30)}")
+        if self.health() is None:
+            raise InfraError(f"the worker's web server did not answer within {timeout:.0f} s")
+        return pid
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        terminate(pid, timeout=30)
+        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
+        return True
