@@ -48,6 +48,10 @@ DEDUP_TABLE = "seen-event-ids"
 #: Room for a raw record's headers and batch framing below kafka.max_message_bytes.
 RECORD_OVERHEAD = 64 * 1024
 HEADER_TRUNCATED_FROM = "truncated-from"
+TYPED_HEADERS = (
+    (HEADER_SCHEMA, SCHEMA_NAME.encode()),
+    (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
+)
 #: How often the normalizer forgets event ids older than the dedup window.
 DEDUP_PURGE_INTERVAL = 60.0
 
@@ -66,7 +70,11 @@ class HealthState:
     last_canary: float | None = None
     last_event_time: float | None = None
 
+    ingesting: bool = True  # False: a normalizer-only worker (no SSE), healthy while it runs
+
     def healthy(self, timeout: float, now: float | None = None) -> bool:
+        if not self.ingesting:
+            return True
         now = time.time() if now is None else now
         recent = [t for t in (self.last_received, self.last_canary) if t is not None]
         return self.connected and bool(recent) and now - max(recent) <= timeout
@@ -131,7 +139,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = WorkerMetrics()
-        self.health = HealthState()
+        self.health = HealthState(ingesting=settings.ingestion.enabled)
         ingestion = settings.ingestion
         self.filters = Filters(
             namespaces=frozenset(ingestion.wikimedia.filters.namespaces),
@@ -174,7 +182,8 @@ class Worker:
         self.dead_letter_topic = self.app.topic(
             topics.dead_letter.name, partitions=topics.dead_letter.partitions
         )
-        # meta.id -> where and when it was first seen: [raw partition, raw offset, epoch s];
+        # meta.id -> where it was first seen and when it was processed: [raw partition, raw
+        # offset, epoch s] (processing time: a rebuild over an old log still dedups);
         # changelog-backed, so it survives restarts. Partitioned like the raw topic.
         self.seen = self.app.Table(
             DEDUP_TABLE,
@@ -333,17 +342,13 @@ class Worker:
         origin = origin_headers(message.topic, message.partition, message.offset)
         if routed.outcome is Outcome.VALID and routed.event is not None:
             event = routed.event
-            self.seen[event.event_id] = [message.partition, message.offset, received_at.timestamp()]
+            self.seen[event.event_id] = [message.partition, message.offset, time.time()]
             if not written:
-                await self.typed_topic.send(
-                    key=event.kafka_key(),
-                    value=encode_typed(event),
-                    headers=[
-                        (HEADER_SCHEMA, SCHEMA_NAME.encode()),
-                        (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
-                        *origin,
-                    ],
-                    force=True,  # now, not at the next commit: freshness matters
+                await self._send(
+                    self.typed_topic.get_topic_name(),
+                    event.kafka_key(),
+                    encode_typed(event),
+                    [*TYPED_HEADERS, *origin],
                 )
             event_time = event.event_time.timestamp()
             self.health.last_event_time = event_time
@@ -362,16 +367,17 @@ class Worker:
                 kept = [
                     (k, v) for k, v in headers.items() if k in (HEADER_SSE_ID, HEADER_RECEIVED_AT)
                 ]
-                await self.dead_letter_topic.send(
-                    value=data,
-                    headers=[
+                await self._send(
+                    self.dead_letter_topic.get_topic_name(),
+                    None,
+                    data,
+                    [
                         ("reason", str(reason).encode()),
                         ("reason-code", reason.code.encode()),
                         ("reason-field", (reason.field or "").encode()),
                         *origin,
                         *kept,
                     ],
-                    force=True,
                 )
         elif routed.outcome is Outcome.CANARY:
             self.health.last_canary = time.time()
@@ -379,6 +385,13 @@ class Worker:
         self.metrics.count(routed.outcome)
         self._purge_seen()
         return routed.outcome
+
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Hand a record to Faust's producer now (not at the next commit: freshness matters).
+        Faust flushes this producer before it commits the raw offsets."""
+        await self.app.producer.send(topic, key, value, None, None, headers)
 
     async def _already_written(self, message: Any) -> bool:
         """Whether this raw record's output is already in the typed or dead-letter topic.

@@ -39,7 +39,12 @@ def cmd_up(stack: Stack, _: argparse.Namespace) -> int:
 
 
 def cmd_down(stack: Stack, args: argparse.Namespace) -> int:
-    stack.down(purge=args.purge, progress=_say)
+    unknown = sorted(set(args.components) - set(COMPONENTS))
+    if unknown:
+        raise InfraError(f"no component {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
+    if args.purge and args.components:
+        raise InfraError("--purge deletes all local state: use it without components")
+    stack.down(purge=args.purge, components=args.components, progress=_say)
     return 0
 
 
@@ -96,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     commands.add_parser("up", help="start what is not running, migrate, create topics")
     down = commands.add_parser("down", help="stop what `up` started")
+    down.add_argument(
+        "components", nargs="*", metavar="component", help="only these: " + ", ".join(COMPONENTS)
+    )
     down.add_argument("--purge", action="store_true", help="also delete all local state")
     commands.add_parser("status", help="show each component's health (exit 1 if one is down)")
     logs = commands.add_parser("logs", help="follow a component's log")

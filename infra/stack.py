@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,12 @@ from app.config import Settings
 from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
 from infra.postgres import LocalPostgres, psql_command
-from infra.processes import InfraError, port_open
+from infra.processes import InfraError, port_open, wait_for
 from infra.worker import LocalWorker
 
 COMPONENTS = ("postgres", "kafka", "worker")
+#: How long `up` waits for a started worker to report healthy before it moves on.
+WORKER_HEALTHY_WAIT = 30.0
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 
 Progress = Callable[[str], None]
@@ -111,19 +113,34 @@ class Stack:
             was_running = self.worker.pid() is not None
             pid = self.worker.start()
             state = "running" if was_running else "started"
-            progress(
-                f"worker: {state} (pid {pid}), following {self.settings.ingestion.wikimedia.url}"
+            source = (
+                f"following {self.settings.ingestion.wikimedia.url}"
+                if self.settings.ingestion.enabled
+                else "normalizing only (ingestion.enabled is false)"
             )
+            progress(f"worker: {state} (pid {pid}), {source}")
+            if not wait_for(self.worker.healthy, timeout=WORKER_HEALTHY_WAIT):
+                progress(
+                    f"worker: not healthy after {WORKER_HEALTHY_WAIT:.0f} s (is the stream "
+                    "reachable? see `./infra/wikipulse logs worker`)"
+                )
 
-    def down(self, *, purge: bool = False, progress: Progress = _quiet) -> None:
-        """Stop what this home runs (reverse order); with ``purge`` delete the whole home."""
-        stopping: tuple[tuple[str, Any], ...] = (
-            ("worker", self.worker),
-            ("kafka", self.kafka),
-            ("postgres", self.postgres),
-        )
+    def down(
+        self,
+        *,
+        purge: bool = False,
+        components: Sequence[str] = (),
+        progress: Progress = _quiet,
+    ) -> None:
+        """Stop what this home runs (all of it, or ``components``), in reverse order; with
+        ``purge`` delete the whole home."""
+        wanted = set(components) or set(COMPONENTS)
+        if "worker" in wanted:
+            for name in self.worker.stop_all():
+                progress(f"{name}: stopped")
+        stopping: tuple[tuple[str, Any], ...] = (("kafka", self.kafka), ("postgres", self.postgres))
         for name, component in stopping:
-            if component.stop():
+            if name in wanted and component.stop():
                 progress(f"{name}: stopped")
         if purge:
             self._purge(progress)
@@ -207,6 +224,8 @@ class Stack:
         if component == "kafka":
             server_log = self.home.logs / "kafka" / "server.log"
             return server_log if server_log.exists() else self.home.logfile("kafka")
+        if component == "worker":
+            return self.home.logfile(self.worker.name)
         return self.home.logfile(component)
 
     def psql_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:

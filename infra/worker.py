@@ -16,10 +16,19 @@ from infra.processes import InfraError, ensure_port_free, read_pid, spawn, tail,
 COMPONENT = "worker"
 
 
+def component_name(settings: Settings) -> str:
+    """Pid and log files are per app id: a rebuild worker runs beside the main one."""
+    return f"{COMPONENT}-{settings.app.id}"
+
+
 @dataclass(frozen=True)
 class LocalWorker:
     settings: Settings
     home: Home
+
+    @property
+    def name(self) -> str:
+        return component_name(self.settings)
 
     @property
     def datadir(self) -> str:
@@ -31,7 +40,7 @@ class LocalWorker:
         return f"http://{web.host}:{web.port}"
 
     def pid(self) -> int | None:
-        return read_pid(self.home.pidfile(COMPONENT), self.datadir)
+        return read_pid(self.home.pidfile(self.name), self.datadir)
 
     def health(self) -> dict[str, Any] | None:
         """The worker's /health report, or None when its web server does not answer."""
@@ -57,13 +66,13 @@ class LocalWorker:
             needed_by="the worker's web server",
             fix="set APP_WEB_PORT=<another port>",
         )
-        logfile = self.home.logfile(COMPONENT)
+        logfile = self.home.logfile(self.name)
         command = [
             sys.executable, "-m", "faust", "--datadir", self.datadir,
             "-A", "app.worker", "worker", "--loglevel", "info",
             "--web-host", web.host, "--web-port", str(web.port),
         ]  # fmt: skip
-        pid = spawn(command, pidfile=self.home.pidfile(COMPONENT), logfile=logfile)
+        pid = spawn(command, pidfile=self.home.pidfile(self.name), logfile=logfile)
         wait_for(lambda: self.pid() is None or self.health() is not None, timeout=timeout)
         if self.pid() is None:
             raise InfraError(f"the worker exited during start-up ({logfile}):\n{tail(logfile, 30)}")
@@ -71,10 +80,25 @@ class LocalWorker:
             raise InfraError(f"the worker's web server did not answer within {timeout:.0f} s")
         return pid
 
+    def healthy(self) -> bool:
+        report = self.health()
+        return bool(report and report.get("healthy"))
+
+    def stop_all(self) -> list[str]:
+        """Stop every worker of this home (any app id); return their names."""
+        stopped = []
+        for pidfile in sorted(self.home.run.glob(f"{COMPONENT}-*.pid")):
+            pid = read_pid(pidfile, str(self.home.root))
+            if pid is not None:
+                terminate(pid, timeout=30)
+                stopped.append(pidfile.stem)
+            pidfile.unlink(missing_ok=True)
+        return stopped
+
     def stop(self) -> bool:
         pid = self.pid()
         if pid is None:
             return False
         terminate(pid, timeout=30)
-        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
+        self.home.pidfile(self.name).unlink(missing_ok=True)
         return True

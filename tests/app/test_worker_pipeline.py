@@ -18,7 +18,9 @@ import pytest
 from app.config import Settings, load_settings
 from app.contract import HEADER_SCHEMA_VERSION, HEADER_SSE_ID, RecentChange
 from app.replay import ReplayOptions
+from infra.kafka import ensure_topics
 from infra.stack import Stack
+from tests.app.bad_input import corpus
 from tests.harness import (
     ReplayThread,
     WorkerProcess,
@@ -173,3 +175,57 @@ def test_outcomes_reconcile_with_duplicates_filters_and_canaries(
     typed = topics(settings)["typed"]
     assert {orjson.loads(r.value)["event_id"] for r in typed} == in_namespace_0
     assert len(typed) == len(in_namespace_0)
+
+
+def test_bad_input_is_dead_lettered_and_the_typed_topic_can_be_rebuilt(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    valid = list(lines(CURRENT)[:40])
+    bad = corpus()
+    feed: list[bytes] = []
+    for index, item in enumerate(bad):  # bad input between real events: the worker goes on
+        feed += [valid[index % len(valid)] if index < len(valid) else valid[0], item.data]
+    feed += valid[len(bad) :]
+    valid_ids = {orjson.loads(e)["meta"]["id"] for e in valid}
+    with ReplayThread(feed, ReplayOptions(hold_open=True)) as replay:
+        env = pipeline_environment(stack_env, replay.url)
+        settings = load_settings(environ=env)
+        t = settings.kafka.topics
+
+        def dead_letters() -> list:
+            return asyncio.run(read_topic(settings, t.dead_letter.name, t.dead_letter.partitions))
+
+        with running_worker(env, tmp_path / "worker.log") as worker:
+            wait_until(lambda: len(dead_letters()) >= len(bad), 120, "dead letters", worker=worker)
+            wait_until(
+                lambda: typed_count(settings) >= len(valid_ids), 60, "typed events", worker=worker
+            )
+    records = topics(settings)
+    by_offset = {r.offset: r for r in records["raw"]}
+    reasons = {}
+    for record in records["dead_letter"]:
+        headers = dict(record.headers)
+        raw = by_offset[int(headers["origin-offset"])]
+        assert raw.value == record.value
+        reasons[record.value] = (headers["reason-code"].decode(), headers["reason-field"].decode())
+    for item in bad:
+        assert reasons.get(item.data) == (item.code, item.field or ""), item.name
+    assert {orjson.loads(r.value)["event_id"] for r in records["typed"]} == valid_ids
+
+    # Rebuild: the normalizer alone (no SSE) over the raw log into a fresh typed topic.
+    rebuild_env = {
+        **env,
+        "INGESTION_ENABLED": "false",
+        "APP_ID": env["APP_ID"] + "-rebuild",
+        "KAFKA_TOPICS_TYPED_NAME": t.typed.name + "-rebuilt",
+        "KAFKA_TOPICS_DEAD_LETTER_NAME": t.dead_letter.name + "-rebuilt",
+    }
+    ensure_topics(load_settings(environ=rebuild_env))
+    rebuilt_settings = load_settings(environ=rebuild_env)
+    with running_worker(rebuild_env, tmp_path / "rebuild.log") as worker:
+        wait_until(
+            lambda: typed_count(rebuilt_settings) >= len(valid_ids), 120, "rebuild", worker=worker
+        )
+    rebuilt = topics(rebuilt_settings)
+    assert sorted(r.value for r in rebuilt["typed"]) == sorted(r.value for r in records["typed"])
+    assert len(rebuilt["dead_letter"]) == len(bad)

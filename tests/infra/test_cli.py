@@ -51,8 +51,8 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 
 def pids(home: Path) -> dict[str, int]:
     found = {}
-    for component in ("kafka", "worker"):
-        pidfile = home / "run" / f"{component}.pid"
+    for component, name in (("kafka", "kafka"), ("worker", "worker-wikipulse-worker")):
+        pidfile = home / "run" / f"{name}.pid"
         if pidfile.exists():
             found[component] = int(pidfile.read_text())
     postmaster = home / "postgres" / "data" / "postmaster.pid"
