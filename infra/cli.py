@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.config import ConfigError, Settings, load_settings
 from infra.home import PROJECT_ROOT
@@ -80,8 +82,30 @@ def cmd_psql(stack: Stack, args: argparse.Namespace) -> int:
         return 130
 
 
+BROWSER = "/usr/bin/chromium"
+
+
+def ensure_browser() -> None:
+    """The browser tests drive Debian's chromium; install it when missing (as root)."""
+    if Path(BROWSER).exists():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise InfraError(
+            f"the browser tests need Debian's chromium at {BROWSER}: sudo apt-get install chromium"
+        )
+    _say("wikipulse: installing Debian's chromium for the browser tests (first time only)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        if result.returncode != 0:
+            raise InfraError(
+                f"{' '.join(command)} failed:\n{result.stdout[-800:]}{result.stderr[-800:]}"
+            )
+
+
 def cmd_test(_: Stack | None, args: argparse.Namespace) -> int:
     """Run pytest; the suite's fixtures start their own services in a temporary home."""
+    ensure_browser()
     env = dict(os.environ)
     env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     command = [sys.executable, "-m", "pytest", *args.pytest_args]

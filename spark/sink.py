@@ -1,0 +1,306 @@
+"""The job's PostgreSQL side: idempotent upserts of a micro-batch, and its pipeline_batches row.
+
+Exactly-once, end to end: Spark may run a micro-batch again after a failure (same offsets, same
+state, so the same output rows). :meth:`PostgresSink.write_batch` writes a batch's rows with
+``INSERT ... ON CONFLICT ... DO UPDATE`` — in update mode each row carries its window's full
+count, not an increment — together with the batch's ``pipeline_batches`` row, in **one**
+transaction. A replayed batch therefore rewrites the same values; rows whose values are
+already there are not touched at all (not even ``updated_at``).
+
+``pipeline_batches`` gets its progress columns (duration, input rows, rows dropped by the
+watermark, event time, watermark) from the query's progress report, which Spark publishes only
+after it has committed the batch: :meth:`PostgresSink.record_progress` updates the row the
+batch's transaction wrote, and logs the batch's one line.
+
+This module imports no pyspark: it takes plain rows, as :func:`spark.transforms.sink_rows`
+makes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2.extras import execute_values
+
+from app.settings import PostgresSettings
+from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Rows per INSERT statement (execute_values pages).
+PAGE_SIZE = 5000
+#: Waits between attempts when PostgreSQL is unreachable (then the batch fails, and Spark
+#: runs it again when the job restarts).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+UserRow = tuple[datetime, datetime, str, int]
+WikiRow = tuple[datetime, datetime, str, int, int, int, int, int, int, int]
+
+UPSERT_USER_EDIT_COUNTS = f"""
+    INSERT INTO {TABLE_USER_EDIT_COUNTS} AS t (window_start, window_end, user_name, edit_count)
+    VALUES %s
+    ON CONFLICT (window_start, user_name) DO UPDATE
+    SET window_end = EXCLUDED.window_end, edit_count = EXCLUDED.edit_count, updated_at = now()
+    WHERE (t.window_end, t.edit_count) IS DISTINCT FROM (EXCLUDED.window_end, EXCLUDED.edit_count)
+"""
+
+_WIKI_COUNTERS = (
+    "edits",
+    "new_pages",
+    "bot_edits",
+    "anonymous_edits",
+    "bytes_added",
+    "bytes_removed",
+    "events",
+)
+_WIKI_VALUES = ("window_end", *_WIKI_COUNTERS)
+UPSERT_WIKI_ACTIVITY = f"""
+    INSERT INTO {TABLE_WIKI_ACTIVITY} AS t
+        (window_start, window_end, wiki, {", ".join(_WIKI_COUNTERS)})
+    VALUES %s
+    ON CONFLICT (window_start, wiki) DO UPDATE
+    SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _WIKI_VALUES)}, updated_at = now()
+    WHERE ({", ".join(f"t.{c}" for c in _WIKI_VALUES)})
+        IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _WIKI_VALUES)})
+"""
+
+UPSERT_BATCH = f"""
+    INSERT INTO {TABLE_PIPELINE_BATCHES}
+        (query_name, batch_id, committed_at, user_edit_counts_rows, wiki_activity_rows)
+    VALUES (%s, %s, now(), %s, %s)
+    ON CONFLICT (query_name, batch_id) DO UPDATE
+    SET committed_at = EXCLUDED.committed_at,
+        user_edit_counts_rows = EXCLUDED.user_edit_counts_rows,
+        wiki_activity_rows = EXCLUDED.wiki_activity_rows,
+        -- a batch run again gets the progress of its new run
+        started_at = NULL, duration_ms = NULL, input_rows = NULL,
+        rows_dropped_by_watermark = NULL, max_event_time = NULL, watermark = NULL
+"""
+
+RECORD_PROGRESS = f"""
+    UPDATE {TABLE_PIPELINE_BATCHES}
+    SET started_at = %(started_at)s, duration_ms = %(duration_ms)s, input_rows = %(input_rows)s,
+        rows_dropped_by_watermark = %(rows_dropped_by_watermark)s,
+        max_event_time = %(max_event_time)s, watermark = %(watermark)s
+    WHERE query_name = %(query_name)s AND batch_id = %(batch_id)s
+      AND started_at IS NULL
+    RETURNING user_edit_counts_rows, wiki_activity_rows
+"""
+
+
+# ---- rows ------------------------------------------------------------------------------------
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+@dataclass(frozen=True)
+class BatchRows:
+    """One micro-batch's output, per table, in the tables' column order."""
+
+    user_edit_counts: list[UserRow]
+    wiki_activity: list[WikiRow]
+
+    @classmethod
+    def split(cls, rows: Iterable[Sequence[Any]]) -> BatchRows:
+        """From :func:`spark.transforms.sink_rows` rows: ``(aggregate, window_start_us,
+        window_end_us, key, edits, new_pages, bot_edits, anonymous_edits, bytes_added,
+        bytes_removed, events)``."""
+        users: list[UserRow] = []
+        wikis: list[WikiRow] = []
+        for aggregate, start_us, end_us, key, edits, *rest in rows:
+            start, end = from_epoch_micros(start_us), from_epoch_micros(end_us)
+            if aggregate == TABLE_USER_EDIT_COUNTS:
+                users.append((start, end, key, edits))
+            elif aggregate == TABLE_WIKI_ACTIVITY:
+                new_pages, bots, anonymous, added, removed, events = rest
+                wikis.append(
+                    (start, end, key, edits, new_pages, bots, anonymous, added, removed, events)
+                )
+            else:
+                raise ValueError(f"unknown aggregate {aggregate!r}")
+        return cls(users, wikis)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """What a streaming query reports about one executed micro-batch."""
+
+    batch_id: int
+    started_at: datetime | None
+    duration_ms: int | None
+    input_rows: int | None
+    rows_dropped_by_watermark: int | None
+    max_event_time: datetime | None
+    watermark: datetime | None  # the watermark the batch ran with; None before the first
+    executed: bool = True  # False for an idle trigger's report: no batch ran
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> BatchProgress:
+        """From a StreamingQueryProgress as JSON (``progress.json`` / ``recentProgress``)."""
+        event_time = report.get("eventTime") or {}
+        durations = report.get("durationMs") or {}
+        operators = report.get("stateOperators") or []
+        watermark = _parse_time(event_time.get("watermark"))
+        duration = report.get("batchDuration", durations.get("triggerExecution"))
+        return cls(
+            batch_id=int(report["batchId"]),
+            started_at=_parse_time(report.get("timestamp")),
+            duration_ms=None if duration is None else int(duration),
+            input_rows=report.get("numInputRows"),
+            rows_dropped_by_watermark=sum(
+                int(op.get("numRowsDroppedByWatermark") or 0) for op in operators
+            )
+            if operators
+            else None,
+            max_event_time=_parse_time(event_time.get("max")),
+            watermark=None if watermark == EPOCH else watermark,
+            # Spark also reports idle triggers (no new data, no batch): they have no addBatch.
+            executed="addBatch" in durations,
+        )
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class PostgresSink:
+    """One PostgreSQL connection, kept open between batches, and the statements of the job.
+
+    Not thread-safe: the foreachBatch function and the progress listener each have their own.
+    """
+
+    def __init__(
+        self,
+        postgres: PostgresSettings,
+        *,
+        query_name: str,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        application_name: str = "wikipulse-spark",
+    ) -> None:
+        self.query_name = query_name
+        self._params = {
+            **postgres.libpq_params(),
+            "application_name": application_name,
+            "connect_timeout": 10,
+        }
+        self._retry_delays = tuple(retry_delays)
+        self._connection: psycopg2.extensions.connection | None = None
+
+    # -- connection --
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg2.connect(**self._params)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None and not self._connection.closed:
+            self._connection.close()
+        self._connection = None
+
+    def _transaction(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+        """Run ``work`` in one transaction; on a lost connection reconnect and run it again."""
+        for attempt, delay in enumerate((*self._retry_delays, None)):
+            try:
+                connection = self._connect()
+                with connection, connection.cursor() as cursor:
+                    return work(cursor)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                self.close()
+                if delay is None:
+                    raise
+                log.warning(
+                    "PostgreSQL: %s (attempt %d); retrying in %.1f s",
+                    str(error).strip(),
+                    attempt + 1,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- the statements --
+
+    def write_batch(self, batch_id: int, rows: BatchRows) -> None:
+        """Upsert a micro-batch's rows and its pipeline_batches row, in one transaction."""
+
+        def work(cursor: psycopg2.extensions.cursor) -> None:
+            if rows.user_edit_counts:
+                execute_values(
+                    cursor, UPSERT_USER_EDIT_COUNTS, rows.user_edit_counts, page_size=PAGE_SIZE
+                )
+            if rows.wiki_activity:
+                execute_values(
+                    cursor, UPSERT_WIKI_ACTIVITY, rows.wiki_activity, page_size=PAGE_SIZE
+                )
+            cursor.execute(
+                UPSERT_BATCH,
+                (self.query_name, batch_id, len(rows.user_edit_counts), len(rows.wiki_activity)),
+            )
+
+        self._transaction(work)
+
+    def record_progress(self, progress: BatchProgress) -> bool:
+        """Fill in the progress columns of the batch's row, once; log the batch's line.
+
+        False when there is no row to fill: an idle trigger, a batch this sink did not write,
+        or a row whose progress is there already (the listener and :meth:`RunningJob.reconcile`
+        may both report a batch; the first one wins).
+        """
+
+        def work(cursor: psycopg2.extensions.cursor) -> tuple[int, int] | None:
+            cursor.execute(
+                RECORD_PROGRESS,
+                {
+                    "query_name": self.query_name,
+                    "batch_id": progress.batch_id,
+                    "started_at": progress.started_at,
+                    "duration_ms": progress.duration_ms,
+                    "input_rows": progress.input_rows,
+                    "rows_dropped_by_watermark": progress.rows_dropped_by_watermark,
+                    "max_event_time": progress.max_event_time,
+                    "watermark": progress.watermark,
+                },
+            )
+            return cursor.fetchone()
+
+        written = self._transaction(work)
+        if written is None:
+            return False
+        log.info(
+            "Batch %d: wrote %d rows to %s, %d to %s (late rows dropped: %d)",
+            progress.batch_id,
+            written[0],
+            TABLE_USER_EDIT_COUNTS,
+            written[1],
+            TABLE_WIKI_ACTIVITY,
+            progress.rows_dropped_by_watermark or 0,
+        )
+        return True
+
+    def forget_batches(self) -> int:
+        """Delete this query's pipeline_batches rows (a rebuild restarts its batch ids at 0)."""
+
+        def work(cursor: psycopg2.extensions.cursor) -> int:
+            cursor.execute(
+                f"DELETE FROM {TABLE_PIPELINE_BATCHES} WHERE query_name = %s", (self.query_name,)
+            )
+            return int(cursor.rowcount)
+
+        return self._transaction(work)

@@ -1,0 +1,171 @@
+"""DataFrame -> DataFrame: the typed topic's records -> windowed aggregates. Pure: no I/O.
+
+The same functions serve the streaming job, batch queries (the benchmark, a backfill check) and
+the unit tests; ``withWatermark`` is a no-op on a batch DataFrame.
+
+What is counted (the definitions the golden tests check):
+
+- an **edit** is an event of type ``edit`` or ``new``;
+- ``user_edit_counts``: edits per user name per window; edits whose user name is suppressed
+  (null) are not attributed to anyone;
+- ``wiki_activity``, per wiki per window:
+  ``edits`` (every edit, with or without a user name), ``new_pages`` (type ``new``),
+  ``bot_edits`` (edits with the bot flag), ``anonymous_edits`` (edits by an IP address or a
+  temporary account: ``user_kind`` anonymous or temporary; a flagged bot is never anonymous),
+  ``bytes_added`` / ``bytes_removed`` (over edits only: the sum of the positive
+  ``length_delta`` values, and of the magnitudes of the negative ones; other types carry no
+  length), ``events`` (every event, all types);
+- an event belongs to the window ``[start, start + duration)`` that holds its ``event_time``;
+  windows are aligned to the epoch (UTC).
+
+Both aggregates come out of **one** streaming aggregation (Spark allows only one in update
+mode): :func:`aggregate` turns each event into one input row per aggregate it counts in — a
+``wiki_activity`` row always, a ``user_edit_counts`` row for an edit with a user name — and
+groups them by (window, aggregate, key). :func:`user_edit_counts` and :func:`wiki_activity`
+take the two tables apart again.
+
+Late data: the aggregation drops an input row when its window ended at or before the watermark
+(the newest event time seen minus ``spark.windowing.watermark``). Spark reports the dropped rows
+as ``numRowsDroppedByWatermark``, counted after its partial aggregation: one per late (window,
+aggregate, key) per Kafka partition and micro-batch, not one per event. Non-zero means late
+events were dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from app.contract import EDIT_TYPES, ChangeType, UserKind
+from app.settings import spark_interval
+from spark import TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from spark.schema import EVENT_SCHEMA
+
+__all__ = [
+    "AGGREGATE_COLUMNS",
+    "USER_EDIT_COUNTS",
+    "WIKI_ACTIVITY",
+    "aggregate",
+    "parse_events",
+    "sink_rows",
+    "user_edit_counts",
+    "wiki_activity",
+    "with_watermark",
+]
+
+#: Values of the ``aggregate`` column: the table each aggregated row belongs to.
+USER_EDIT_COUNTS = TABLE_USER_EDIT_COUNTS
+WIKI_ACTIVITY = TABLE_WIKI_ACTIVITY
+
+#: The counters of :func:`aggregate`, in order (``wiki_activity``'s columns).
+AGGREGATE_COLUMNS = (
+    "edits",
+    "new_pages",
+    "bot_edits",
+    "anonymous_edits",
+    "bytes_added",
+    "bytes_removed",
+    "events",
+)
+
+_EDIT_TYPES = sorted(str(kind) for kind in EDIT_TYPES)
+_ANONYMOUS_KINDS = [str(UserKind.ANONYMOUS), str(UserKind.TEMPORARY)]
+
+
+def parse_events(records: DataFrame, schema: StructType = EVENT_SCHEMA) -> DataFrame:
+    """Kafka records (a binary ``value``) -> one row per typed event, the contract's columns.
+
+    A value that is not a typed event (not JSON, no event time or wiki) is dropped: the worker
+    writes only validated events, so there is nothing to dead-letter here.
+    """
+    parsed = records.select(F.from_json(F.col("value").cast("string"), schema).alias("event"))
+    return parsed.select("event.*").where(
+        F.col("event_time").isNotNull() & F.col("wiki").isNotNull() & F.col("type").isNotNull()
+    )
+
+
+def with_watermark(events: DataFrame, delay: timedelta) -> DataFrame:
+    """Event time is the typed event's ``event_time``; events later than ``delay`` behind the
+    newest event seen are dropped by the aggregation (and their windows' state evicted)."""
+    return events.withWatermark("event_time", spark_interval(delay))
+
+
+def _counted(condition: Column) -> Column:
+    return F.sum(F.when(condition, F.lit(1)).otherwise(F.lit(0))).cast("long")
+
+
+def _summed(condition: Column, value: Column) -> Column:
+    return F.sum(F.when(condition, value).otherwise(F.lit(0))).cast("long")
+
+
+def aggregate(events: DataFrame, window: timedelta) -> DataFrame:
+    """Events -> the aggregated rows of both tables, one stateful aggregation.
+
+    Columns: ``window`` (struct start/end), ``aggregate`` (:data:`USER_EDIT_COUNTS` or
+    :data:`WIKI_ACTIVITY`), ``key`` (the user name or the wiki), then
+    :data:`AGGREGATE_COLUMNS`. In a ``user_edit_counts`` row every counted event is an edit.
+    """
+    is_edit = F.col("type").isin(_EDIT_TYPES)
+    by_user = F.struct(F.lit(USER_EDIT_COUNTS).alias("aggregate"), F.col("user").alias("key"))
+    by_wiki = F.struct(F.lit(WIKI_ACTIVITY).alias("aggregate"), F.col("wiki").alias("key"))
+    targets = F.array(by_wiki, F.when(is_edit & F.col("user").isNotNull(), by_user))
+    rows = events.select(
+        F.window("event_time", spark_interval(window)).alias("window"),
+        F.explode(targets).alias("target"),
+        is_edit.alias("is_edit"),
+        (F.col("type") == str(ChangeType.NEW)).alias("is_new"),
+        F.col("bot"),
+        F.col("user_kind").isin(_ANONYMOUS_KINDS).alias("is_anonymous"),
+        F.col("length_delta"),
+    ).where(F.col("target").isNotNull())
+    edit = F.col("is_edit")
+    delta = F.col("length_delta")
+    return rows.groupBy(
+        "window",
+        F.col("target.aggregate").alias("aggregate"),
+        F.col("target.key").alias("key"),
+    ).agg(
+        _counted(edit).alias("edits"),
+        _counted(F.col("is_new")).alias("new_pages"),
+        _counted(edit & F.col("bot")).alias("bot_edits"),
+        _counted(edit & F.col("is_anonymous")).alias("anonymous_edits"),
+        _summed(edit & (delta > 0), delta).alias("bytes_added"),
+        _summed(edit & (delta < 0), -delta).alias("bytes_removed"),
+        F.count(F.lit(1)).alias("events"),
+    )
+
+
+def user_edit_counts(aggregated: DataFrame) -> DataFrame:
+    """The ``user_edit_counts`` rows of :func:`aggregate`: the table's columns."""
+    return aggregated.where(F.col("aggregate") == USER_EDIT_COUNTS).select(
+        F.col("window.start").alias("window_start"),
+        F.col("window.end").alias("window_end"),
+        F.col("key").alias("user_name"),
+        F.col("edits").alias("edit_count"),
+    )
+
+
+def wiki_activity(aggregated: DataFrame) -> DataFrame:
+    """The ``wiki_activity`` rows of :func:`aggregate`: the table's columns."""
+    return aggregated.where(F.col("aggregate") == WIKI_ACTIVITY).select(
+        F.col("window.start").alias("window_start"),
+        F.col("window.end").alias("window_end"),
+        F.col("key").alias("wiki"),
+        *AGGREGATE_COLUMNS,
+    )
+
+
+def sink_rows(aggregated: DataFrame) -> DataFrame:
+    """:func:`aggregate`'s rows as the sink reads them: window bounds as epoch microseconds
+    (collected timestamps would become naive local times in Python), then the key and the
+    counters. Both tables in one DataFrame, so a micro-batch is computed once."""
+    return aggregated.select(
+        "aggregate",
+        F.unix_micros(F.col("window.start")).alias("window_start_us"),
+        F.unix_micros(F.col("window.end")).alias("window_end_us"),
+        "key",
+        *AGGREGATE_COLUMNS,
+    )

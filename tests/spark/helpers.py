@@ -1,0 +1,243 @@
+"""Helpers of the Spark tests: typed topics, scratch databases, golden values, table snapshots.
+
+The golden values are computed here from the recorded raw JSON lines with plain Python (json,
+datetime, ipaddress): not with app.normalize, not with Spark, not with the job's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import re
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg2
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from psycopg2 import sql
+
+from app.config import Settings, load_settings
+from app.contract import RecentChange
+from app.normalize import normalize
+from infra.stack import Stack, migrate
+
+TYPED_PARTITIONS = 3
+
+# ---- Kafka -----------------------------------------------------------------------------------
+
+
+def encode(event: RecentChange) -> bytes:
+    """The typed topic's value, as the worker writes it (app.worker.encode_typed)."""
+    return orjson.dumps(event.model_dump())
+
+
+def typed_events(raw_lines: Iterable[bytes], *, received_at: datetime) -> list[RecentChange]:
+    events = []
+    for raw in raw_lines:
+        event = normalize(raw, received_at=received_at)
+        assert isinstance(event, RecentChange), raw[:200]
+        events.append(event)
+    return events
+
+
+async def _produce(
+    bootstrap: str,
+    topic: str,
+    events: Sequence[RecentChange],
+    *,
+    per_transaction: int,
+    aborted: Sequence[RecentChange],
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            await admin.create_topics([NewTopic(topic, TYPED_PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    # Like the worker: transactions (the job reads with isolation.level=read_committed).
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"spark-test-{uuid.uuid4().hex[:8]}",
+        enable_idempotence=True,
+        acks="all",
+    )
+    await producer.start()
+    try:
+        for start in range(0, len(events), per_transaction):
+            async with producer.transaction():
+                for event in events[start : start + per_transaction]:
+                    await producer.send(topic, encode(event), key=event.kafka_key())
+            if start == 0 and aborted:
+                await producer.begin_transaction()
+                for event in aborted:
+                    await producer.send(topic, encode(event), key=event.kafka_key())
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+def produce(
+    settings: Settings,
+    events: Sequence[RecentChange],
+    *,
+    per_transaction: int = 100,
+    aborted: Sequence[RecentChange] = (),
+) -> None:
+    """Write events to the settings' typed topic (created with 3 partitions if missing), in
+    committed transactions; ``aborted`` events go in one aborted transaction among them."""
+    asyncio.run(
+        _produce(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topics.typed.name,
+            events,
+            per_transaction=per_transaction,
+            aborted=aborted,
+        )
+    )
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database(stack: Stack, environ: dict[str, str]) -> Iterator[Settings]:
+    """A new database migrated to head; settings pointing at it (and at ``environ``)."""
+    name = f"spark_{uuid.uuid4().hex[:10]}"
+    with stack.postgres.admin() as cursor:
+        cursor.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
+            )
+        )
+    try:
+        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
+        migrate(settings)
+        yield settings
+    finally:
+        with stack.postgres.admin() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def query(settings: Settings, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with psycopg2.connect(**settings.postgres.libpq_params()) as connection:
+        cursor = connection.cursor()
+        cursor.execute(statement, params)
+        rows = cursor.fetchall() if cursor.description else []
+    connection.close()
+    return rows
+
+
+def user_edit_counts(settings: Settings) -> dict[tuple[datetime, str], tuple[datetime, int]]:
+    return {
+        (start, user): (end, count)
+        for start, end, user, count in query(
+            settings, "SELECT window_start, window_end, user_name, edit_count FROM user_edit_counts"
+        )
+    }
+
+
+WIKI_COUNTERS = (
+    "edits",
+    "new_pages",
+    "bot_edits",
+    "anonymous_edits",
+    "bytes_added",
+    "bytes_removed",
+    "events",
+)
+
+
+def wiki_activity(settings: Settings) -> dict[tuple[datetime, str], tuple[Any, ...]]:
+    return {
+        (row[0], row[2]): (row[1], *row[3:])
+        for row in query(
+            settings,
+            f"SELECT window_start, window_end, wiki, {', '.join(WIKI_COUNTERS)} FROM wiki_activity",
+        )
+    }
+
+
+def snapshot(settings: Settings, table: str) -> list[tuple[Any, ...]]:
+    """Every column of every row, plus xmin (changes whenever PostgreSQL rewrites a row)."""
+    return query(settings, f"SELECT xmin::text, * FROM {table} ORDER BY 2, 3, 4")
+
+
+def batches(settings: Settings) -> list[dict[str, Any]]:
+    with psycopg2.connect(**settings.postgres.libpq_params()) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SELECT * FROM pipeline_batches ORDER BY query_name, batch_id")
+        names = [column.name for column in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    connection.close()
+    return rows
+
+
+# ---- golden values: plain Python over the raw JSON -------------------------------------------
+
+TEMPORARY_ACCOUNT = re.compile(r"^~\d{4}-")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def golden(
+    raw_lines: Iterable[bytes], *, window: timedelta = timedelta(minutes=1)
+) -> tuple[
+    dict[tuple[datetime, str], tuple[datetime, int]], dict[tuple[datetime, str], tuple[Any, ...]]
+]:
+    """(user_edit_counts, wiki_activity) as the tables should hold them, keyed like
+    :func:`user_edit_counts` and :func:`wiki_activity`."""
+    seconds = int(window.total_seconds())
+    users: Counter[tuple[int, str]] = Counter()
+    wikis: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0] * len(WIKI_COUNTERS))
+    seen: set[str] = set()
+    for raw in raw_lines:
+        event = json.loads(raw)
+        if event["meta"]["id"] in seen:
+            continue
+        seen.add(event["meta"]["id"])
+        if event.get("timestamp") is not None:
+            epoch = int(event["timestamp"])
+        else:
+            epoch = int(datetime.fromisoformat(event["meta"]["dt"]).timestamp())
+        start = epoch - epoch % seconds
+        is_edit = event["type"] in ("edit", "new")
+        user = event.get("user")
+        counters = wikis[(start, event["wiki"])]
+        counters[6] += 1
+        if not is_edit:
+            continue
+        if user is not None:
+            users[(start, user)] += 1
+        counters[0] += 1
+        counters[1] += event["type"] == "new"
+        counters[2] += bool(event["bot"])
+        anonymous = user is not None and (_is_ip(user) or bool(TEMPORARY_ACCOUNT.match(user)))
+        counters[3] += anonymous and not event["bot"]
+        length = event.get("length") or {}
+        if length.get("new") is not None:
+            delta = length["new"] - (length.get("old") or 0)
+            counters[4] += max(delta, 0)
+            counters[5] += max(-delta, 0)
+
+    def bounds(start: int) -> tuple[datetime, datetime]:
+        begin = datetime.fromtimestamp(start, UTC)
+        return begin, begin + window
+
+    return (
+        {(bounds(s)[0], u): (bounds(s)[1], n) for (s, u), n in users.items()},
+        {(bounds(s)[0], w): (bounds(s)[1], *c) for (s, w), c in wikis.items()},
+    )

@@ -1,0 +1,308 @@
+"""The whole job on real Kafka, real Spark and real PostgreSQL: recorded events through the typed
+topic, compared with values computed here with plain Python (tests/spark/helpers.golden)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from app.config import Settings
+from app.contract import ChangeType, RecentChange, UserKind
+from spark import QUERY_NAME
+from spark.job import checkpoint_location, run, submit_command
+from tests.realdata import CURRENT, LEGACY_BATCH, lines
+from tests.spark.conftest import JobSettings
+from tests.spark.helpers import (
+    batches,
+    golden,
+    produce,
+    query,
+    snapshot,
+    typed_events,
+    user_edit_counts,
+    wiki_activity,
+)
+
+pytestmark = pytest.mark.integration
+
+RECEIVED = datetime(2026, 6, 21, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_golden(settings: Settings, raw_lines: tuple[bytes, ...]) -> None:
+    expected_users, expected_wikis = golden(raw_lines, window=settings.spark.windowing.duration)
+    assert user_edit_counts(settings) == expected_users
+    assert wiki_activity(settings) == expected_wikis
+
+
+def aborted_copies(events: list[RecentChange], count: int) -> list[RecentChange]:
+    """Events in a transaction the producer aborts: a read_committed job never counts them."""
+    return [
+        event.model_copy(update={"event_id": f"aborted-{event.event_id}"})
+        for event in events[:count]
+    ]
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    return Path(checkpoint_location(settings))
+
+
+def test_golden_current_events_and_a_replayed_batch(
+    spark: SparkSession, job_settings: JobSettings
+) -> None:
+    settings = job_settings()
+    raw = lines(CURRENT)
+    events = typed_events(raw, received_at=RECEIVED)
+    produce(settings, events, aborted=aborted_copies(events, 50))
+    run(spark, settings, available_now=True, retention=False)
+
+    assert_golden(settings, raw)
+    data_batch = batches(settings)[0]
+    assert data_batch["query_name"] == QUERY_NAME and data_batch["batch_id"] == 0
+    assert data_batch["input_rows"] == len(events)
+    assert data_batch["rows_written"] == len(user_edit_counts(settings)) + len(
+        wiki_activity(settings)
+    )
+    assert data_batch["max_event_time"] == max(e.event_time for e in events)
+    assert data_batch["rows_dropped_by_watermark"] == 0
+
+    # Spark runs a batch again when it crashed after the sink but before its commit log entry:
+    # remove everything after batch 0 was planned, as such a crash leaves the checkpoint.
+    tables = ("user_edit_counts", "wiki_activity")
+    before = {table: snapshot(settings, table) for table in tables}
+    checkpoint = checkpoint_dir(settings)
+    for log_dir in ("offsets", "commits"):
+        for entry in (checkpoint / log_dir).iterdir():
+            if log_dir == "commits" or entry.name != "0":
+                entry.unlink()
+    run(spark, settings, available_now=True, retention=False)
+    replayed = batches(settings)[0]
+    assert replayed["committed_at"] > data_batch["committed_at"], "batch 0 ran again"
+    assert replayed["input_rows"] == len(events)
+    assert {table: snapshot(settings, table) for table in tables} == before  # even updated_at
+
+
+def test_golden_legacy_batch_and_rebuild(spark: SparkSession, job_settings: JobSettings) -> None:
+    settings = job_settings()
+    raw = lines(LEGACY_BATCH)
+    produce(settings, typed_events(raw, received_at=RECEIVED), per_transaction=500)
+    run(spark, settings, available_now=True, retention=False)
+    assert_golden(settings, raw)
+
+    # Damage the aggregates, then rebuild them from the topic: a fresh checkpoint, earliest.
+    query(settings, "UPDATE wiki_activity SET events = events + 1, bytes_added = 0")
+    query(settings, "DELETE FROM user_edit_counts WHERE user_name < 'M'")
+    run(
+        spark, settings, available_now=True, retention=False
+    )  # from the checkpoint: nothing new to do
+    assert wiki_activity(settings) != golden(raw)[1]
+    run(spark, settings, available_now=True, rebuild=True, retention=False)
+    assert_golden(settings, raw)
+    rebuilt = batches(settings)  # the new checkpoint's batches only
+    assert [b["batch_id"] for b in rebuilt] == list(range(len(rebuilt)))
+    assert rebuilt[0]["input_rows"] == len(raw)
+
+
+def late_test_event(
+    at: datetime, *, type: ChangeType = ChangeType.EDIT, user: str = "Alice"
+) -> RecentChange:
+    return RecentChange(
+        source_schema="/mediawiki/recentchange/1.0.0",
+        event_id=f"{type}-{user}-{at.isoformat()}",
+        event_time=at,
+        emitted_at=at,
+        wiki="enwiki",
+        server_name="en.wikipedia.org",
+        type=type,
+        namespace=0,
+        title="Late",
+        user=user,
+        user_kind=UserKind.REGISTERED,
+        bot=False,
+        length_old=10 if type is ChangeType.EDIT else None,
+        length_new=20 if type is ChangeType.EDIT else None,
+        length_delta=10 if type is ChangeType.EDIT else None,
+    )
+
+
+def test_an_event_older_than_the_watermark_is_dropped_and_reported(
+    spark: SparkSession, job_settings: JobSettings
+) -> None:
+    settings = job_settings()  # window 1 minute, watermark 2 minutes
+    noon = datetime(2026, 6, 20, 12, 0, tzinfo=UTC)
+    produce(
+        settings,
+        [
+            late_test_event(noon + timedelta(seconds=10)),
+            late_test_event(noon + timedelta(minutes=5, seconds=10)),
+        ],
+    )
+    run(spark, settings, available_now=True, retention=False)  # watermark now 12:03:10
+    late = [
+        late_test_event(noon + timedelta(minutes=1, seconds=30)),  # window ends 12:02: late
+        late_test_event(noon + timedelta(minutes=1, seconds=31), type=ChangeType.LOG),  # late
+        late_test_event(noon + timedelta(minutes=3, seconds=5), user="Bob"),  # ends 12:04: counted
+    ]
+    produce(settings, late)
+    run(spark, settings, available_now=True, retention=False)
+
+    assert sorted(
+        (start.minute, user, count)
+        for (start, user), (_, count) in user_edit_counts(settings).items()
+    ) == [
+        (0, "Alice", 1),
+        (3, "Bob", 1),
+        (5, "Alice", 1),
+    ]
+    assert sorted(
+        (start.minute, row[-1]) for (start, _), row in wiki_activity(settings).items()
+    ) == [
+        (0, 1),
+        (3, 1),
+        (5, 1),
+    ]
+    late_batch = next(b for b in batches(settings) if b["input_rows"] == len(late))
+    # Spark counts the aggregation's late input after its partial (per Kafka partition)
+    # aggregation: the late edit and log event (same page, so same partition) make one
+    # (window, enwiki) row, and the edit one (window, Alice) row.
+    assert late_batch["rows_dropped_by_watermark"] == 2
+    assert late_batch["watermark"] == noon + timedelta(minutes=3, seconds=10)
+    assert late_batch["max_event_time"] == noon + timedelta(minutes=3, seconds=5)
+    assert late_batch["rows_written"] == 2
+
+
+def test_sigkill_mid_stream_then_restart_from_the_checkpoint(
+    spark: SparkSession,
+    job_settings: JobSettings,
+    subprocess_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    settings = job_settings(
+        SPARK_TRIGGER_PROCESSING_TIME="1 second",
+        SPARK_MAX_OFFSETS_PER_TRIGGER="60",  # several batches: one is under way at the kill
+        SPARK_MASTER="local[2]",
+        SPARK_DRIVER_MEMORY="768m",
+    )
+    raw = lines(CURRENT)
+    produce(settings, typed_events(raw, received_at=RECEIVED))
+    command, extra_env = submit_command(settings)
+    env = {
+        **subprocess_env,
+        **extra_env,
+        "KAFKA_TOPICS_TYPED_NAME": settings.kafka.topics.typed.name,
+        "POSTGRES_DATABASE": settings.postgres.database,
+        "SPARK_CHECKPOINT_LOCATION": settings.spark.checkpoint.location,
+        "SPARK_TRIGGER_PROCESSING_TIME": "1 second",
+        "SPARK_MAX_OFFSETS_PER_TRIGGER": "60",
+        "SPARK_MASTER": "local[2]",
+        "SPARK_DRIVER_MEMORY": "768m",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "POSTGRES_RETENTION_DAYS": "100000",  # the recorded events are months old
+    }
+    log_file = tmp_path / "job.log"
+    with log_file.open("wb") as output:
+        job = subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Batch 0: wrote" not in log_file.read_text(errors="replace"):
+            assert job.poll() is None, log_file.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, log_file.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(30)
+    text = log_file.read_text(errors="replace")
+    assert "Batch 0: wrote " in text and " (late rows dropped: 0)" in text
+    checkpoint = checkpoint_dir(settings)
+    planned = {p.name for p in (checkpoint / "offsets").iterdir() if p.name.isdigit()}
+    committed = {p.name for p in (checkpoint / "commits").iterdir() if p.name.isdigit()}
+    assert committed, "batch 0 was committed before the kill"
+    assert user_edit_counts(settings) != golden(raw)[0], "the kill came before the end"
+    print(f"at the kill: batches planned {sorted(planned)}, committed {sorted(committed)}")
+
+    run(spark, settings, available_now=True, retention=False)  # the restart, from the checkpoint
+    assert_golden(settings, raw)
+    ids = [b["batch_id"] for b in batches(settings)]
+    assert ids == list(range(len(ids)))
+    assert sum(b["input_rows"] or 0 for b in batches(settings)) >= len(raw)
+
+
+def test_a_bad_configuration_stops_the_job_with_a_message(
+    subprocess_env: dict[str, str],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "spark.job", "--available-now"],
+        env={**subprocess_env, "SPARK_WINDOWING_DURATION": "5 mintues"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "spark: invalid configuration" in result.stderr
+    assert "spark.windowing.duration = '5 mintues'" in result.stderr
+
+
+def test_submit_command_carries_the_configuration(job_settings: JobSettings) -> None:
+    settings = job_settings(SPARK_MASTER="spark://cluster:7077", SPARK_DRIVER_MEMORY="2g")
+    command, env = submit_command(settings, "--available-now")
+    assert Path(command[0]).name == "spark-submit"
+    assert command[command.index("--master") + 1] == "spark://cluster:7077"
+    assert command[command.index("--driver-memory") + 1] == "2g"
+    jars = command[command.index("--jars") + 1].split(",")
+    assert any("spark-sql-kafka-0-10" in jar for jar in jars) and all(
+        os.path.isabs(j) for j in jars
+    )
+    assert "spark.sql.shuffle.partitions=2" in command or any(
+        c.startswith("spark.sql.shuffle.partitions=") for c in command
+    )
+    assert command[-2:] == [str(ROOT / "spark" / "job.py"), "--available-now"]
+    assert env["PYSPARK_PYTHON"] == sys.executable
+    assert shutil.which(command[0]) or Path(command[0]).exists()
+
+
+def test_the_job_applies_the_retention_and_stops_when_asked(
+    spark: SparkSession, job_settings: JobSettings
+) -> None:
+    settings = job_settings(SPARK_TRIGGER_PROCESSING_TIME="1 second")
+    now = datetime.now(UTC)
+    old = (now - timedelta(days=40)).replace(second=0, microsecond=0)
+    query(
+        settings,
+        "INSERT INTO user_edit_counts (window_start, window_end, user_name, edit_count) "
+        "VALUES (%s, %s, 'Ancient', 1)",
+        (old, old + timedelta(minutes=1)),
+    )
+    produce(settings, [late_test_event(now - timedelta(seconds=5), user="Recent")])
+    stop = threading.Event()
+    runner = threading.Thread(target=run, args=(spark, settings), kwargs={"stop": stop})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(b["input_rows"] for b in batches(settings)):
+            assert runner.is_alive() and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    assert not spark.streams.active
+    assert [user for (_, user) in user_edit_counts(settings)] == ["Recent"]
