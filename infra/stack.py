@@ -20,9 +20,10 @@ from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
 from infra.postgres import LocalPostgres, psql_command
 from infra.processes import InfraError, port_open, wait_for
+from infra.spark_job import LocalSparkJob
 from infra.worker import LocalWorker
 
-COMPONENTS = ("postgres", "kafka", "worker")
+COMPONENTS = ("postgres", "kafka", "worker", "spark")
 #: How long `up` waits for a started worker to report healthy before it moves on.
 WORKER_HEALTHY_WAIT = 30.0
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -78,6 +79,7 @@ class Stack:
         self.postgres = LocalPostgres(settings, self.home)
         self.kafka = LocalKafka(settings, self.home)
         self.worker = LocalWorker(settings, self.home)
+        self.spark = LocalSparkJob(settings, self.home)
 
     @property
     def kafka_is_local(self) -> bool:
@@ -124,6 +126,12 @@ class Stack:
                     f"worker: not healthy after {WORKER_HEALTHY_WAIT:.0f} s (is the stream "
                     "reachable? see `./infra/wikipulse logs worker`)"
                 )
+            if self.spark.pid() is None:
+                progress("spark: starting the job with spark-submit (about 20 s)")
+                pid = self.spark.start()
+                progress(f"spark: started (pid {pid})")
+            else:
+                progress(f"spark: running (pid {self.spark.pid()})")
 
     def down(
         self,
@@ -135,6 +143,8 @@ class Stack:
         """Stop what this home runs (all of it, or ``components``), in reverse order; with
         ``purge`` delete the whole home."""
         wanted = set(components) or set(COMPONENTS)
+        if "spark" in wanted and self.spark.stop():
+            progress("spark: stopped")
         if "worker" in wanted:
             for name in self.worker.stop_all():
                 progress(f"{name}: stopped")
@@ -152,7 +162,18 @@ class Stack:
                 progress(f"deleted {path}")
 
     def status(self) -> list[ComponentState]:
-        return [self._postgres_state(), self._kafka_state(), self._worker_state()]
+        return [
+            self._postgres_state(),
+            self._kafka_state(),
+            self._worker_state(),
+            self._spark_state(),
+        ]
+
+    def _spark_state(self) -> ComponentState:
+        pid = self.spark.pid()
+        detail = self.spark.last_batch() if pid is not None else "not running"
+        address = self.settings.spark.master
+        return ComponentState("spark", True, True, pid is not None, pid, address, detail)
 
     def _worker_state(self) -> ComponentState:
         pid = self.worker.pid()

@@ -38,6 +38,8 @@ def cli_env() -> Iterator[dict[str, str]]:
     with ReplayThread(sample, ReplayOptions(hold_open=True)) as replay:
         env["INGESTION_WIKIMEDIA_URL"] = replay.url
         env["INGESTION_WIKIMEDIA_FILTERS_NAMESPACES"] = "[]"
+        env["SPARK_TRIGGER_PROCESSING_TIME"] = "2 seconds"
+        env["POSTGRES_RETENTION_DAYS"] = "100000"  # the recorded events are from June 2026
         yield env
     subprocess.run([WIKIPULSE, "down", "--purge"], env=env, capture_output=True, timeout=120)
     shutil.rmtree(home, ignore_errors=True)
@@ -51,7 +53,11 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 
 def pids(home: Path) -> dict[str, int]:
     found = {}
-    for component, name in (("kafka", "kafka"), ("worker", "worker-wikipulse-worker")):
+    for component, name in (
+        ("kafka", "kafka"),
+        ("worker", "worker-wikipulse-worker"),
+        ("spark", "spark"),
+    ):
         pidfile = home / "run" / f"{name}.pid"
         if pidfile.exists():
             found[component] = int(pidfile.read_text())
@@ -67,16 +73,16 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     first = run(cli_env, "up")
     assert first.returncode == 0, first.stderr
     assert "postgres: started" in first.stdout and "kafka: started" in first.stdout
-    assert "worker: started" in first.stdout
+    assert "worker: started" in first.stdout and "spark: started" in first.stdout
     started = pids(home)
-    assert set(started) == {"kafka", "postgres", "worker"}
+    assert set(started) == {"kafka", "postgres", "worker", "spark"}
     assert all(pid_alive(pid) for pid in started.values())
 
     # A second `up` is harmless: nothing restarted.
     second = run(cli_env, "up")
     assert second.returncode == 0, second.stderr
     assert "postgres: running" in second.stdout and "kafka: running" in second.stdout
-    assert "worker: running" in second.stdout
+    assert "worker: running" in second.stdout and "spark: running" in second.stdout
     assert pids(home) == started
 
     table = run(cli_env, "psql", "-c", r"\d user_edit_counts")
@@ -92,6 +98,13 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     healthy = run(cli_env, "status")
     assert "database wiki_streaming, schema" in healthy.stdout
     assert "topics ready" in healthy.stdout and "valid=" in healthy.stdout
+    # The whole pipeline: replayed events reach PostgreSQL through the worker and Spark.
+    total = ("psql", "-At", "-c", "SELECT coalesce(sum(events), 0) FROM wiki_activity")
+
+    def aggregated() -> bool:
+        return run(cli_env, *total).stdout.strip() == "50"
+
+    assert wait_for(aggregated, timeout=120), run(cli_env, *total).stdout
 
     logs = run(cli_env, "logs", "kafka", "--no-follow", "-n", "100000")
     assert logs.returncode == 0 and "Kafka Server started" in logs.stdout

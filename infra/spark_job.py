@@ -1,0 +1,85 @@
+"""The Spark job as a background process: ``spark-submit spark/job.py``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psycopg2
+
+from app.config import Settings
+from infra.home import Home
+from infra.processes import InfraError, read_pid, spawn, tail, terminate, wait_for
+
+COMPONENT = "spark"
+STARTED = b"query wikipulse_aggregates started"
+
+
+@dataclass(frozen=True)
+class LocalSparkJob:
+    settings: Settings
+    home: Home
+
+    def pid(self) -> int | None:
+        # spark-submit's command line names the connector jars under this home.
+        return read_pid(self.home.pidfile(COMPONENT), str(self.home.spark_jars))
+
+    def start(self, *, timeout: float = 240.0) -> int:
+        """Start the job unless it runs; return once its streaming query has started."""
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        from spark.job import submit_command  # imports pyspark: only when starting the job
+
+        command, extra_env = submit_command(self.settings)
+        logfile = self.home.logfile(COMPONENT)
+        offset = logfile.stat().st_size if logfile.exists() else 0
+        pid = spawn(
+            command,
+            pidfile=self.home.pidfile(COMPONENT),
+            logfile=logfile,
+            env={**os.environ, **extra_env},
+        )
+
+        def started() -> bool:
+            with open(logfile, "rb") as log:
+                log.seek(offset)
+                return STARTED in log.read()
+
+        wait_for(lambda: self.pid() is None or started(), timeout=timeout, interval=1.0)
+        if self.pid() is None:
+            raise InfraError(
+                f"the Spark job exited during start-up ({logfile}):\n{tail(logfile, 30)}"
+            )
+        if not started():
+            raise InfraError(f"the Spark job's query did not start within {timeout:.0f} s")
+        return pid
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        terminate(pid, timeout=60)  # SIGTERM: the job stops after its current batch
+        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
+        return True
+
+    def last_batch(self) -> str:
+        """The newest pipeline_batches row, for `status`."""
+        try:
+            with psycopg2.connect(**self.settings.postgres.libpq_params(), connect_timeout=3) as c:
+                cursor = c.cursor()
+                cursor.execute(
+                    "SELECT batch_id, committed_at, rows_written, duration_ms,"
+                    " rows_dropped_by_watermark, now() - committed_at"
+                    " FROM pipeline_batches ORDER BY committed_at DESC LIMIT 1"
+                )
+                row = cursor.fetchone()
+        except psycopg2.Error:
+            return "no batch information (database unreachable)"
+        if row is None:
+            return "no batch yet"
+        batch, _, written, duration, dropped, age = row
+        return (
+            f"batch {batch} {int(age.total_seconds())} s ago: {written} rows"
+            f" in {duration if duration is not None else '?'} ms, late dropped {dropped or 0}"
+        )
