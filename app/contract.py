@@ -30,8 +30,10 @@ HEADER_RECEIVED_AT = "received-at"  # raw: when the worker received the event, e
 HEADER_SCHEMA = "schema"  # typed: SCHEMA_NAME
 HEADER_SCHEMA_VERSION = "schema-version"  # typed: SCHEMA_VERSION as text
 
-#: PostgreSQL relations (created by Alembic migrations).
+#: PostgreSQL relations (created by Alembic migrations), read by the dashboard.
 TABLE_USER_EDIT_COUNTS = "user_edit_counts"
+TABLE_WIKI_ACTIVITY = "wiki_activity"
+TABLE_PIPELINE_BATCHES = "pipeline_batches"
 
 
 class ChangeType(StrEnum):

@@ -5,11 +5,7 @@ imports nothing heavy at import time: :mod:`spark.schema`, :mod:`spark.transform
 :mod:`spark.job` import pyspark, :mod:`spark.sink` and :mod:`spark.retention` only psycopg2.
 """
 
-from app.contract import TABLE_USER_EDIT_COUNTS
-
-#: PostgreSQL tables the job writes (besides app.contract.TABLE_USER_EDIT_COUNTS).
-TABLE_WIKI_ACTIVITY = "wiki_activity"
-TABLE_PIPELINE_BATCHES = "pipeline_batches"
+from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
 #: The streaming query's name: its checkpoint sub-directory and its pipeline_batches rows.
 QUERY_NAME = "wikipulse_aggregates"
