@@ -36,7 +36,8 @@ def cmd_up(stack: Stack, _: argparse.Namespace) -> int:
     _say(f"wikipulse: state in {stack.home.root}")
     stack.up(progress=_say)
     _print_status(stack)
-    _say("\nnext: ./infra/wikipulse status | ./infra/wikipulse psql | ./infra/wikipulse down")
+    _say(f"\ndashboard: {stack.dashboard.url}   worker metrics: {stack.worker.url}/metrics")
+    _say("next: ./infra/wikipulse status | ./infra/wikipulse logs spark | ./infra/wikipulse down")
     return 0
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
 from app.config import Settings
+from infra.dashboard import LocalDashboard
 from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
 from infra.postgres import LocalPostgres, psql_command
@@ -23,7 +24,7 @@ from infra.processes import InfraError, port_open, wait_for
 from infra.spark_job import LocalSparkJob
 from infra.worker import LocalWorker
 
-COMPONENTS = ("postgres", "kafka", "worker", "spark")
+COMPONENTS = ("postgres", "kafka", "worker", "spark", "dashboard")
 #: How long `up` waits for a started worker to report healthy before it moves on.
 WORKER_HEALTHY_WAIT = 30.0
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -80,6 +81,7 @@ class Stack:
         self.kafka = LocalKafka(settings, self.home)
         self.worker = LocalWorker(settings, self.home)
         self.spark = LocalSparkJob(settings, self.home)
+        self.dashboard = LocalDashboard(settings, self.home)
 
     @property
     def kafka_is_local(self) -> bool:
@@ -132,6 +134,10 @@ class Stack:
                 progress(f"spark: started (pid {pid})")
             else:
                 progress(f"spark: running (pid {self.spark.pid()})")
+            was_running = self.dashboard.pid() is not None
+            pid = self.dashboard.start()
+            state = "running" if was_running else "started"
+            progress(f"dashboard: {state} (pid {pid}) at {self.dashboard.url}")
 
     def down(
         self,
@@ -143,6 +149,8 @@ class Stack:
         """Stop what this home runs (all of it, or ``components``), in reverse order; with
         ``purge`` delete the whole home."""
         wanted = set(components) or set(COMPONENTS)
+        if "dashboard" in wanted and self.dashboard.stop():
+            progress("dashboard: stopped")
         if "spark" in wanted and self.spark.stop():
             progress("spark: stopped")
         if "worker" in wanted:
@@ -167,7 +175,14 @@ class Stack:
             self._kafka_state(),
             self._worker_state(),
             self._spark_state(),
+            self._dashboard_state(),
         ]
+
+    def _dashboard_state(self) -> ComponentState:
+        pid = self.dashboard.pid()
+        healthy = pid is not None and self.dashboard.healthy()
+        detail = "serving" if healthy else ("not answering" if pid else "not running")
+        return ComponentState("dashboard", True, True, healthy, pid, self.dashboard.url, detail)
 
     def _spark_state(self) -> ComponentState:
         pid = self.spark.pid()

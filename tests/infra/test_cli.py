@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def pids(home: Path) -> dict[str, int]:
         ("kafka", "kafka"),
         ("worker", "worker-wikipulse-worker"),
         ("spark", "spark"),
+        ("dashboard", "dashboard"),
     ):
         pidfile = home / "run" / f"{name}.pid"
         if pidfile.exists():
@@ -74,8 +76,12 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     assert first.returncode == 0, first.stderr
     assert "postgres: started" in first.stdout and "kafka: started" in first.stdout
     assert "worker: started" in first.stdout and "spark: started" in first.stdout
+    dashboard_url = f"http://127.0.0.1:{cli_env['DASHBOARD_PORT']}"
+    assert "dashboard: started" in first.stdout and dashboard_url in first.stdout
     started = pids(home)
-    assert set(started) == {"kafka", "postgres", "worker", "spark"}
+    assert set(started) == {"kafka", "postgres", "worker", "spark", "dashboard"}
+    with urllib.request.urlopen(f"{dashboard_url}/_stcore/health", timeout=10) as response:
+        assert response.read() == b"ok"
     assert all(pid_alive(pid) for pid in started.values())
 
     # A second `up` is harmless: nothing restarted.
@@ -83,6 +89,7 @@ def test_lifecycle(cli_env: dict[str, str]) -> None:
     assert second.returncode == 0, second.stderr
     assert "postgres: running" in second.stdout and "kafka: running" in second.stdout
     assert "worker: running" in second.stdout and "spark: running" in second.stdout
+    assert "dashboard: running" in second.stdout
     assert pids(home) == started
 
     table = run(cli_env, "psql", "-c", r"\d user_edit_counts")
