@@ -199,6 +199,12 @@ def _ten_minutes(moment: datetime, *, up: bool) -> datetime:
     return start + TEN_MINUTES if up and start != moment else start
 
 
+def nearest_ten_minutes(moment: datetime) -> datetime:
+    """The ten-minute boundary nearest to ``moment`` (halfway rounds up)."""
+    down = _ten_minutes(moment, up=False)
+    return down + TEN_MINUTES if moment - down >= TEN_MINUTES / 2 else down
+
+
 def sketch_pieces(span: Span) -> tuple[list[tuple[SketchGrain, datetime]], list[Span]]:
     """A span as the sketches hold it: whole days, hours and ten minutes (their buckets), and
     the few minutes left at the edges (read from the base table)."""

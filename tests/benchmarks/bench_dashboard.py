@@ -2,7 +2,13 @@
 not a test, not collected by pytest).
 
     .venv/bin/python tests/benchmarks/bench_dashboard.py [--days 30] [--users-per-minute 480]
-        [--wikis-per-minute 150] [--samples 20]
+        [--wikis-per-minute 150] [--samples 20] [--keep | --reuse HOME]
+
+``--keep`` leaves the seeded database (and its PostgreSQL) in place and prints how to measure
+it again with ``--reuse HOME`` (part 3 only: part 4 changes the data); ``--reuse HOME --drop``
+measures parts 3 and 4, then deletes it.
+Timings are only as good as the machine is quiet: the load average of other processes is
+printed before and after the measurements.
 
 Starts its own PostgreSQL (in /tmp, on a free port, like the test session) and:
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import random
 import statistics
@@ -67,9 +74,12 @@ def percentile(values: list[float], fraction: float) -> float:
 # ---- services ----------------------------------------------------------------------------------
 
 
-def start_postgres() -> tuple[Stack, dict[str, str]]:
-    home = Path(tempfile.mkdtemp(prefix="wikipulse-bench-", dir="/tmp"))
-    environ = stack_environment(home)
+def start_postgres(reuse: Path | None) -> tuple[Stack, dict[str, str]]:
+    if reuse is not None:
+        environ = json.loads((reuse / "bench.json").read_text())
+    else:
+        home = Path(tempfile.mkdtemp(prefix="wikipulse-bench-", dir="/tmp"))
+        environ = stack_environment(home)
     stack = Stack(load_settings(environ=environ))
     stack.postgres.start()
     return stack, environ
@@ -413,33 +423,29 @@ def main() -> int:
     parser.add_argument("--wikis-per-minute", type=int, default=150)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--skip-writes", action="store_true", help="skip part 4")
+    parser.add_argument("--keep", action="store_true", help="keep the seeded database")
+    parser.add_argument("--reuse", type=Path, help="measure the database --keep left in HOME")
+    parser.add_argument(
+        "--drop", action="store_true", help="with --reuse: measure (parts 3 and 4), then delete"
+    )
     args = parser.parse_args()
 
     say(f"cores: {os.cpu_count()}")
-    stack, environ = start_postgres()
+    stack, environ = start_postgres(args.reuse)
+    keep = args.keep or (args.reuse is not None and not args.drop)
     try:
-        settings = new_database(stack, environ, "0002")
-        end = view.live_end(datetime.now(UTC))
-        base = end - timedelta(days=args.days)
-        say(
-            f"\n1. seeding {args.days} days ({base:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC), "
-            f"{args.users_per_minute} user slots and {args.wikis_per_minute} wiki slots a minute"
-        )
-        started = time.perf_counter()
-        seed(settings, base, args.days, args.users_per_minute, args.wikis_per_minute)
-        seeding = time.perf_counter() - started
-
-        say("\n2. alembic upgrade head (revision 0003 builds the rollups from the data)")
-        started = time.perf_counter()
-        command.upgrade(alembic_config(settings), "head")
-        migrating = time.perf_counter() - started
-        started = time.perf_counter()
-        run(settings, "VACUUM ANALYZE", autocommit=True)
-        vacuuming = time.perf_counter() - started
-        say(f"  seeding {seeding:.0f} s, migration {migrating:.0f} s, VACUUM {vacuuming:.0f} s")
-        size_report(settings)
+        if args.reuse is None:
+            settings = new_database(stack, environ, "0002")
+            end = view.live_end(datetime.now(UTC))
+            seed_and_migrate(settings, end, args)
+            environ = {**environ, "POSTGRES_DATABASE": settings.postgres.database,
+                       "BENCH_END": end.isoformat()}  # fmt: skip
+            (stack.home.root / "bench.json").write_text(json.dumps(environ))
+        settings = load_settings(environ={k: v for k, v in environ.items() if k != "BENCH_END"})
+        end = datetime.fromisoformat(environ["BENCH_END"])
 
         say(f"\n3. panels: {args.samples} moments over the last day, each range; milliseconds")
+        say(f"  load average before: {os.getloadavg()[0]:.2f} (other processes skew timings)")
         say(f"  {'panel':22s} {'':9s} {'range':11s} {'p50':>7s} {'p95':>7s} {'max':>7s}")
         results = measure_panels(settings, end, args.samples)
         for name, filtered, label, p50, p95, worst in results:
@@ -452,11 +458,40 @@ def main() -> int:
             f"{TARGET_MS:.0f} ms (filtered: wikis {', '.join(WIKI_FILTER)} and no bots; "
             "user lookup: a heavy editor, filtered: an occasional one)"
         )
-        if not args.skip_writes:
+        say(f"  load average after: {os.getloadavg()[0]:.2f}")
+        if args.skip_writes or keep:
+            say("\n4. skipped (it changes the data: not with --skip-writes, --keep or --reuse)")
+        else:
             write_costs(stack, environ, settings, end)
     finally:
-        stack.down(purge=True)
+        if keep:
+            stack.postgres.stop()
+            say(f"\nkept: {stack.home.root} (again: --reuse {stack.home.root}; "
+                f"last time: --reuse {stack.home.root} --drop)")  # fmt: skip
+        else:
+            stack.down(purge=True)
     return 0
+
+
+def seed_and_migrate(settings: Settings, end: datetime, args: argparse.Namespace) -> None:
+    base = end - timedelta(days=args.days)
+    say(
+        f"\n1. seeding {args.days} days ({base:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC), "
+        f"{args.users_per_minute} user slots and {args.wikis_per_minute} wiki slots a minute"
+    )
+    started = time.perf_counter()
+    seed(settings, base, args.days, args.users_per_minute, args.wikis_per_minute)
+    seeding = time.perf_counter() - started
+
+    say("\n2. alembic upgrade head (revision 0003 builds the rollups from the data)")
+    started = time.perf_counter()
+    command.upgrade(alembic_config(settings), "head")
+    migrating = time.perf_counter() - started
+    started = time.perf_counter()
+    run(settings, "VACUUM ANALYZE", autocommit=True)
+    vacuuming = time.perf_counter() - started
+    say(f"  seeding {seeding:.0f} s, migration {migrating:.0f} s, VACUUM {vacuuming:.0f} s")
+    size_report(settings)
 
 
 if __name__ == "__main__":

@@ -237,3 +237,17 @@ def test_hll_estimate() -> None:
     assert round(queries.estimate_distinct(one)) == 1
     merged = queries.merge_sketches([bytes([0, 2, 1, 0]), bytes([1, 1, 0, 0])])
     assert merged.tolist() == [1, 2, 1, 0]
+
+
+def test_prune_candidates_reads_only_who_can_make_the_top() -> None:
+    # two lists cut at depth 2: bucket 1 wholly inside the span, bucket 2 overhanging it
+    listed = [(1, "a", 50), (1, "b", 40), (2, "c", 30), (2, "a", 5)]
+    unseen, wanted = queries.prune_candidates(listed, inside={1}, depth=2, limit=1, known={})
+    assert unseen == 40 + 5  # the last value of each full list
+    # lower bounds: a 50, b 40, c 0; upper: a 55, b 45, c 70 -> b cannot beat a's 50
+    assert wanted == ["a", "c"]
+    # with an exact sum known, it counts as both bounds
+    unseen, wanted = queries.prune_candidates(listed, inside={1}, depth=2, limit=1, known={"c": 60})
+    assert wanted == []  # c (60) beats a's upper bound (55): nothing left to read
+    # complete lists (shorter than depth) leave nothing unseen
+    assert queries.prune_candidates(listed, inside={1, 2}, depth=3, limit=1, known={})[0] == 0
