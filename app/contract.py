@@ -34,6 +34,16 @@ HEADER_SCHEMA_VERSION = "schema-version"  # typed: SCHEMA_VERSION as text
 TABLE_USER_EDIT_COUNTS = "user_edit_counts"
 TABLE_WIKI_ACTIVITY = "wiki_activity"
 TABLE_PIPELINE_BATCHES = "pipeline_batches"
+#: The counter columns of wiki_activity, in order (the Spark job computes and writes them).
+WIKI_ACTIVITY_COUNTERS = (
+    "edits",
+    "new_pages",
+    "bot_edits",
+    "anonymous_edits",
+    "bytes_added",
+    "bytes_removed",
+    "events",
+)
 
 
 class ChangeType(StrEnum):

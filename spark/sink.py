@@ -29,6 +29,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
+from app.contract import WIKI_ACTIVITY_COUNTERS
 from app.settings import PostgresSettings
 from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
@@ -52,15 +53,7 @@ UPSERT_USER_EDIT_COUNTS = f"""
     WHERE (t.window_end, t.edit_count) IS DISTINCT FROM (EXCLUDED.window_end, EXCLUDED.edit_count)
 """
 
-_WIKI_COUNTERS = (
-    "edits",
-    "new_pages",
-    "bot_edits",
-    "anonymous_edits",
-    "bytes_added",
-    "bytes_removed",
-    "events",
-)
+_WIKI_COUNTERS = WIKI_ACTIVITY_COUNTERS
 _WIKI_VALUES = ("window_end", *_WIKI_COUNTERS)
 UPSERT_WIKI_ACTIVITY = f"""
     INSERT INTO {TABLE_WIKI_ACTIVITY} AS t

@@ -39,7 +39,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from app.contract import EDIT_TYPES, ChangeType, UserKind
+from app.contract import EDIT_TYPES, WIKI_ACTIVITY_COUNTERS, ChangeType, UserKind
 from app.settings import spark_interval
 from spark import TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 from spark.schema import EVENT_SCHEMA
@@ -61,15 +61,7 @@ USER_EDIT_COUNTS = TABLE_USER_EDIT_COUNTS
 WIKI_ACTIVITY = TABLE_WIKI_ACTIVITY
 
 #: The counters of :func:`aggregate`, in order (``wiki_activity``'s columns).
-AGGREGATE_COLUMNS = (
-    "edits",
-    "new_pages",
-    "bot_edits",
-    "anonymous_edits",
-    "bytes_added",
-    "bytes_removed",
-    "events",
-)
+AGGREGATE_COLUMNS = WIKI_ACTIVITY_COUNTERS
 
 _EDIT_TYPES = sorted(str(kind) for kind in EDIT_TYPES)
 _ANONYMOUS_KINDS = [str(UserKind.ANONYMOUS), str(UserKind.TEMPORARY)]
