@@ -5,9 +5,10 @@
 2. The worker's raw -> typed through a real broker, as a ratio to a bare aiokafka
    consume -> produce loop over the same messages (target >= 0.7).
 
-    .venv/bin/python tests/benchmarks/bench_ingest.py [--events 30000]
+    .venv/bin/python tests/benchmarks/bench_ingest.py [--events 30000] [--only normalize|worker]
 
-It starts its own Kafka (in a temporary WIKIPULSE_HOME, on free ports) and stops it after.
+The worker part starts its own Kafka (in a temporary WIKIPULSE_HOME, on free ports) and stops it
+after; ``--only normalize`` runs the first part alone, without Kafka.
 """
 
 from __future__ import annotations
@@ -161,10 +162,16 @@ def bench_worker(count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30000)
-    parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument("--skip-worker", action="store_true", help="the same as --only normalize")
+    parser.add_argument(
+        "--only",
+        choices=("normalize", "worker"),
+        help="run one part alone (normalize needs no Kafka)",
+    )
     args = parser.parse_args()
-    bench_normalize()
-    if not args.skip_worker:
+    if args.only != "worker":
+        bench_normalize()
+    if args.only != "normalize" and not args.skip_worker:
         bench_worker(args.events)
 
 
