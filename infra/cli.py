@@ -1,8 +1,11 @@
 """``./infra/wikipulse``: run wikipulse on one machine.
 
-up                  start what is not running (PostgreSQL, Kafka), migrate, create topics
+up [--replay [FILE] [--speed X] [--once] | --live]
+                    start what is not running (PostgreSQL, Kafka, the worker, the Spark job, the
+                    dashboard; with --replay a local replay server of FILE for the worker)
 down [--purge]      stop what ``up`` started; --purge also deletes $WIKIPULSE_HOME
-status              each component: running or not, pid, address, health (exit 1 if down)
+status              each component: running or not, pid, address, health (exit 1 if down);
+                    end-to-end freshness
 logs [component]    follow a component's log
 psql [args...]      psql on the configured database, arguments passed through
 test [pytest args]  the full test suite, on its own services, state and ports
@@ -22,6 +25,14 @@ from pathlib import Path
 from app.config import ConfigError, Settings, load_settings
 from infra.home import PROJECT_ROOT
 from infra.processes import InfraError
+from infra.replay_server import (
+    DEFAULT_FILE,
+    DEFAULT_SPEED,
+    FAULT_OPTIONS,
+    ReplayMode,
+    parse_fault_option,
+    parse_speed,
+)
 from infra.stack import COMPONENTS, Stack
 
 log = logging.getLogger("wikipulse")
@@ -32,12 +43,52 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
-def cmd_up(stack: Stack, _: argparse.Namespace) -> int:
+def replay_request(args: argparse.Namespace) -> ReplayMode | None:
+    """The replay mode ``up``'s options ask for (None without --replay)."""
+    if args.replay is None:
+        given = [
+            option
+            for option, value in (
+                ("--speed", args.speed is not None),
+                ("--once", args.once),
+                ("--replay-option", bool(args.replay_option)),
+            )
+            if value
+        ]
+        if given:
+            raise InfraError(f"{', '.join(given)}: only with --replay")
+        return None
+    try:
+        speed = DEFAULT_SPEED if args.speed is None else parse_speed(args.speed)
+        options = tuple(parse_fault_option(option) for option in args.replay_option)
+    except ValueError as error:
+        raise InfraError(str(error)) from None
+    return ReplayMode.for_file(args.replay, speed=speed, loop=not args.once, options=options)
+
+
+NEXT_STEPS = (
+    ("./infra/wikipulse status", "each component's health, and how fresh the data is"),
+    ("./infra/wikipulse logs spark", "follow a log: " + ", ".join((*COMPONENTS, "maven"))),
+    ("./infra/wikipulse down", "stop everything (`down --purge` also deletes the state)"),
+)
+
+
+def cmd_up(stack: Stack, args: argparse.Namespace) -> int:
+    replay = replay_request(args)
     _say(f"wikipulse: state in {stack.home.root}")
-    stack.up(progress=_say)
+    stack.up(progress=_say, replay=replay, live=args.live)
     _print_status(stack)
     _say(f"\ndashboard: {stack.dashboard.url}   worker metrics: {stack.worker.url}/metrics")
-    _say("next: ./infra/wikipulse status | ./infra/wikipulse logs spark | ./infra/wikipulse down")
+    steps = list(NEXT_STEPS)
+    if stack.replay_mode is not None:
+        steps[2:2] = [
+            ("./infra/wikipulse logs replay", "what the replay server does"),
+            ("./infra/wikipulse up --live", "follow Wikimedia's live stream instead"),
+        ]
+    width = max(len(command) for command, _ in steps)
+    _say("next:")
+    for command, what in steps:
+        _say(f"  {command:<{width}}  {what}")
     return 0
 
 
@@ -58,6 +109,7 @@ def _print_status(stack: Stack) -> bool:
         pid = f"pid {state.pid}" if state.pid else "-"
         _say(f"  {mark} {state.name:<9} {pid:<11} {state.address:<22} {state.detail}")
         all_up = all_up and (state.healthy or not state.required)
+    _say(f"  freshness: {stack.freshness()}")
     return all_up
 
 
@@ -124,7 +176,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run wikipulse (Kafka, PostgreSQL and the pipeline) on one machine.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    commands.add_parser("up", help="start what is not running, migrate, create topics")
+    up = commands.add_parser(
+        "up",
+        help="start what is not running, migrate, create topics",
+        description="Start what is not running, in dependency order. The mode (live stream or "
+        "replay) is kept in $WIKIPULSE_HOME: a plain `up` brings back the same one.",
+    )
+    source = up.add_mutually_exclusive_group()
+    source.add_argument(
+        "--replay",
+        nargs="?",
+        const=str(DEFAULT_FILE),
+        metavar="FILE",
+        help="replay mode: the worker follows a local replay server of FILE, an NDJSON file of "
+        "recentchange events (default: the recorded sample infra/replay/recentchange-sample."
+        "ndjson, 384 real events)",
+    )
+    source.add_argument(
+        "--live", action="store_true", help="leave replay mode: follow ingestion.wikimedia.url"
+    )
+    up.add_argument(
+        "--speed",
+        metavar="X",
+        help=f"with --replay: X times the recorded pace (default {DEFAULT_SPEED:g}: as recorded, "
+        "about 38 events/s for the sample); `max`: as fast as possible (with --once)",
+    )
+    up.add_argument(
+        "--once",
+        action="store_true",
+        help="with --replay: serve FILE once, then keep the stream open and silent (default: "
+        "loop forever, each new pass with fresh ids and times shifted to now)",
+    )
+    up.add_argument(
+        "--replay-option",
+        action="append",
+        default=[],
+        metavar="OPTION=N",
+        help="with --replay, advanced: make the replay server misbehave, to watch the worker "
+        "cope (repeatable): " + ", ".join(FAULT_OPTIONS) + "; e.g. --replay-option=--drop-every=25",
+    )
     down = commands.add_parser("down", help="stop what `up` started")
     down.add_argument(
         "components", nargs="*", metavar="component", help="only these: " + ", ".join(COMPONENTS)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -21,10 +25,11 @@ from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
 from infra.postgres import LocalPostgres, psql_command
 from infra.processes import InfraError, port_open, wait_for
+from infra.replay_server import LocalReplay, ReplayMode, clear_mode, load_mode, save_mode
 from infra.spark_job import LocalSparkJob
 from infra.worker import LocalWorker
 
-COMPONENTS = ("postgres", "kafka", "worker", "spark", "dashboard")
+COMPONENTS = ("postgres", "kafka", "replay", "worker", "spark", "dashboard")
 #: How long `up` waits for a started worker to report healthy before it moves on.
 WORKER_HEALTHY_WAIT = 30.0
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -59,6 +64,18 @@ def migrate(settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
 
 
+def format_age(seconds: float) -> str:
+    """A duration as a person says it: 14 s, 5 min, 3 h, 161 days."""
+    seconds = max(0.0, seconds)
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 100 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 def schema_revision(settings: Settings) -> tuple[str | None, str | None]:
     """(current revision of the database, head revision of the code)."""
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
@@ -82,13 +99,32 @@ class Stack:
         self.worker = LocalWorker(settings, self.home)
         self.spark = LocalSparkJob(settings, self.home)
         self.dashboard = LocalDashboard(settings, self.home)
+        self.replay = LocalReplay(self.home)
+
+    @property
+    def replay_mode(self) -> ReplayMode | None:
+        """The replay ``up --replay`` recorded in this home, or None: the live stream."""
+        return load_mode(self.home)
 
     @property
     def kafka_is_local(self) -> bool:
         return self.settings.kafka.runs_locally
 
-    def up(self, progress: Progress = _quiet, *, pipeline: bool = True) -> None:
-        """Start what is not running, in dependency order; idempotent."""
+    def up(
+        self,
+        progress: Progress = _quiet,
+        *,
+        pipeline: bool = True,
+        replay: ReplayMode | None = None,
+        live: bool = False,
+    ) -> None:
+        """Start what is not running, in dependency order; idempotent.
+
+        ``replay``: enter (or change) replay mode: the worker follows a local replay server
+        serving that file. ``live``: leave replay mode. Neither: keep the recorded mode.
+        """
+        if replay is not None and live:
+            raise ValueError("replay and live exclude each other")
         self.home.root.mkdir(parents=True, exist_ok=True)
         if self.settings.postgres.runs_locally:
             if not self.postgres.initialized():
@@ -114,19 +150,16 @@ class Stack:
             progress("spark: fetching the Kafka connector jars with Maven (first time only)")
         fetch_spark_jars(self.home)
         if pipeline:
-            was_running = self.worker.pid() is not None
-            pid = self.worker.start()
-            state = "running" if was_running else "started"
-            source = (
-                f"following {self.settings.ingestion.wikimedia.url}"
-                if self.settings.ingestion.enabled
-                else "normalizing only (ingestion.enabled is false)"
-            )
-            progress(f"worker: {state} (pid {pid}), {source}")
-            if not wait_for(self.worker.healthy, timeout=WORKER_HEALTHY_WAIT):
+            mode = self._choose_mode(replay, live, progress)
+            if mode is not None:
+                mode = self._start_replay(mode, progress)
+            started = self._start_worker(mode, progress)
+            if started and not wait_for(self.worker.healthy, timeout=WORKER_HEALTHY_WAIT):
                 progress(
-                    f"worker: not healthy after {WORKER_HEALTHY_WAIT:.0f} s (is the stream "
-                    "reachable? see `./infra/wikipulse logs worker`)"
+                    f"worker: not healthy after {WORKER_HEALTHY_WAIT:.0f} s: is the stream "
+                    "reachable, does it send events? After a crash the worker first waits for "
+                    "Kafka to drop its old self from the consumer group (about a minute). See "
+                    "`./infra/wikipulse logs worker`"
                 )
             if self.spark.pid() is None:
                 progress("spark: starting the job with spark-submit (about 20 s)")
@@ -138,6 +171,72 @@ class Stack:
             pid = self.dashboard.start()
             state = "running" if was_running else "started"
             progress(f"dashboard: {state} (pid {pid}) at {self.dashboard.url}")
+
+    def _choose_mode(
+        self, replay: ReplayMode | None, live: bool, progress: Progress
+    ) -> ReplayMode | None:
+        """Record the requested mode (or keep the recorded one); stop a replay server that
+        serves something else than what is asked for."""
+        recorded = self.replay_mode
+        if live:
+            if recorded is not None:
+                if self.replay.stop():
+                    progress("replay: stopped")
+                clear_mode(self.home)
+                progress("replay mode ended: the worker follows the live stream")
+            return None
+        if replay is None:
+            if recorded is not None:
+                progress(
+                    "replay mode, kept from an earlier `up --replay` "
+                    "(`./infra/wikipulse up --live` follows the live stream instead)"
+                )
+            return recorded
+        if recorded is not None:
+            replay = replace(replay, port=recorded.port)  # the worker's URL stays the same
+            if not recorded.same_stream(replay) and self.replay.stop():
+                progress(f"replay: stopped (it served {recorded.describe()})")
+        save_mode(self.home, replay)
+        return replay
+
+    def _start_replay(self, mode: ReplayMode, progress: Progress) -> ReplayMode:
+        """The replay server running ``mode`` (on a new free port if its own is taken)."""
+        pid = self.replay.pid()
+        if pid is not None:
+            progress(f"replay: running (pid {pid}), {mode.describe()}, at {mode.url}")
+            return mode
+        chosen = self.replay.choose_port(mode)
+        if chosen.port != mode.port:
+            if mode.port:
+                progress(
+                    f"replay: port {mode.port} is taken by another process, moving to {chosen.port}"
+                )
+            save_mode(self.home, chosen)
+        pid = self.replay.start(chosen)
+        progress(f"replay: started (pid {pid}), {chosen.describe()}, at {chosen.url}")
+        return chosen
+
+    def _start_worker(self, mode: ReplayMode | None, progress: Progress) -> bool:
+        """Start the worker on the mode's stream; restart it when it follows another one
+        (after a switch between the live stream and a replay, or to a new replay port).
+        Whether it was (re)started."""
+        url = mode.url if mode is not None else self.settings.ingestion.wikimedia.url
+        if self.worker.pid() is not None:
+            following = self.worker.source()
+            was_replay = following is not None and bool(following.get("replay"))
+            if (mode is not None or was_replay) and (following or {}).get("url") != url:
+                progress(f"worker: restarting it to follow {url}")
+                self.worker.stop()
+        was_running = self.worker.pid() is not None
+        pid = self.worker.start(replay_url=mode.url if mode is not None else None)
+        state = "running" if was_running else "started"
+        source = (
+            f"following {url}"
+            if self.settings.ingestion.enabled
+            else "normalizing only (ingestion.enabled is false)"
+        )
+        progress(f"worker: {state} (pid {pid}), {source}")
+        return not was_running
 
     def down(
         self,
@@ -156,6 +255,8 @@ class Stack:
         if "worker" in wanted:
             for name in self.worker.stop_all():
                 progress(f"{name}: stopped")
+        if "replay" in wanted and self.replay.stop():
+            progress("replay: stopped")
         stopping: tuple[tuple[str, Any], ...] = (("kafka", self.kafka), ("postgres", self.postgres))
         for name, component in stopping:
             if name in wanted and component.stop():
@@ -170,13 +271,73 @@ class Stack:
                 progress(f"deleted {path}")
 
     def status(self) -> list[ComponentState]:
+        replay = self.replay_mode
         return [
             self._postgres_state(),
             self._kafka_state(),
+            *([self._replay_state(replay)] if replay is not None else []),
             self._worker_state(),
             self._spark_state(),
             self._dashboard_state(),
         ]
+
+    def _replay_state(self, mode: ReplayMode) -> ComponentState:
+        pid = self.replay.pid()
+        healthy = pid is not None and self.replay.healthy(mode.port)
+        if pid is None:
+            detail = f"not running (to serve {mode.describe()})"
+        elif not healthy:
+            detail = f"not answering on port {mode.port}"
+        else:
+            detail = f"serving {mode.describe()}"
+        return ComponentState("replay", True, True, healthy, pid, mode.address, detail)
+
+    def newest_aggregated_event(self) -> tuple[datetime, float] | None:
+        """(event time, age in seconds) of the newest event the Spark job has written to
+        PostgreSQL (``pipeline_batches.max_event_time``); None before the first.
+        Raises psycopg2.Error when the database cannot answer."""
+        connection = psycopg2.connect(**self.settings.postgres.libpq_params(), connect_timeout=3)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT newest, extract(epoch FROM now() - newest)::float8"
+                    " FROM (SELECT max(max_event_time) AS newest FROM pipeline_batches) AS b"
+                    " WHERE newest IS NOT NULL"
+                )
+                row = cursor.fetchone()
+        finally:
+            connection.close()
+        return None if row is None else (row[0], float(row[1]))
+
+    def freshness(self) -> str:
+        """One line: how old the newest event in PostgreSQL is, and the worker's lag."""
+        try:
+            newest = self.newest_aggregated_event()
+        except psycopg2.errors.UndefinedTable:
+            stored = "no event in PostgreSQL yet (its schema is missing: run `up`)"
+        except psycopg2.Error:
+            stored = "PostgreSQL does not answer"
+        else:
+            if newest is None:
+                stored = "no event in PostgreSQL yet"
+            else:
+                when, age = newest
+                stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                stored = f"the newest event in PostgreSQL is {format_age(age)} old ({stamp})"
+        report = self.worker.health() if self.worker.pid() is not None else None
+        if self.worker.pid() is None:
+            lag = "the worker is not running"
+        elif report is None:
+            lag = "the worker does not answer"
+        elif report.get("last_event_time") is None:
+            lag = "the worker has had no event yet"
+        else:
+            now = time.time()
+            lag = f"the worker's lag is {format_age(now - float(report['last_event_time']))}"
+            if report.get("last_received") is not None:
+                received = format_age(now - float(report["last_received"]))
+                lag += f" (last event received {received} ago)"
+        return f"{stored}; {lag}"
 
     def _dashboard_state(self) -> ComponentState:
         pid = self.dashboard.pid()
@@ -262,6 +423,8 @@ class Stack:
             return server_log if server_log.exists() else self.home.logfile("kafka")
         if component == "worker":
             return self.home.logfile(self.worker.name)
+        if component == "replay":
+            return self.replay.logfile
         return self.home.logfile(component)
 
     def psql_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:

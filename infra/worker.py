@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.config import Settings
@@ -42,6 +44,19 @@ class LocalWorker:
     def pid(self) -> int | None:
         return read_pid(self.home.pidfile(self.name), self.datadir)
 
+    @property
+    def source_file(self) -> Path:
+        """Which stream the running worker was started on (``up`` restarts it on a switch
+        between the live stream and a replay)."""
+        return self.home.run / f"{self.name}.source.json"
+
+    def source(self) -> dict[str, Any] | None:
+        """``{"url": ..., "replay": bool}`` of the running worker, None if unknown."""
+        try:
+            return dict(json.loads(self.source_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
     def health(self) -> dict[str, Any] | None:
         """The worker's /health report, or None when its web server does not answer."""
         try:
@@ -55,7 +70,9 @@ class LocalWorker:
         except (OSError, ValueError):
             return None
 
-    def start(self, *, timeout: float = 90.0) -> int:
+    def start(self, *, timeout: float = 90.0, replay_url: str | None = None) -> int:
+        """Start the worker unless it runs; with ``replay_url`` it follows that stream (a local
+        replay server) instead of ``ingestion.wikimedia.url``."""
         pid = self.pid()
         if pid is not None:
             return pid
@@ -72,7 +89,12 @@ class LocalWorker:
             "-A", "app.worker", "worker", "--loglevel", "info",
             "--web-host", web.host, "--web-port", str(web.port),
         ]  # fmt: skip
-        pid = spawn(command, pidfile=self.home.pidfile(self.name), logfile=logfile)
+        env = None
+        if replay_url is not None:
+            env = {**os.environ, "INGESTION_WIKIMEDIA_URL": replay_url}
+        pid = spawn(command, pidfile=self.home.pidfile(self.name), logfile=logfile, env=env)
+        url = replay_url or self.settings.ingestion.wikimedia.url
+        self.source_file.write_text(json.dumps({"url": url, "replay": replay_url is not None}))
         wait_for(lambda: self.pid() is None or self.health() is not None, timeout=timeout)
         if self.pid() is None:
             raise InfraError(f"the worker exited during start-up ({logfile}):\n{tail(logfile, 30)}")
@@ -93,6 +115,7 @@ class LocalWorker:
                 terminate(pid, timeout=30)
                 stopped.append(pidfile.stem)
             pidfile.unlink(missing_ok=True)
+            pidfile.with_name(f"{pidfile.stem}.source.json").unlink(missing_ok=True)
         return stopped
 
     def stop(self) -> bool:
@@ -101,4 +124,5 @@ class LocalWorker:
             return False
         terminate(pid, timeout=30)
         self.home.pidfile(self.name).unlink(missing_ok=True)
+        self.source_file.unlink(missing_ok=True)
         return True

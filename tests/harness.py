@@ -1,4 +1,5 @@
-"""Helpers for tests that run real processes: the worker, a replay server, topic readers."""
+"""Helpers for tests that run real processes: the worker, a replay server, topic readers, the
+``./infra/wikipulse`` command."""
 
 from __future__ import annotations
 
@@ -23,12 +24,54 @@ from infra.kafka import ensure_topics
 from infra.processes import free_port, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
+WIKIPULSE = str(ROOT / "infra" / "wikipulse")
 
 
 def clean_environ() -> dict[str, str]:
     """os.environ without any wikipulse configuration variable of the developer's."""
     ours = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_ENV_FILE"}
     return {k: v for k, v in os.environ.items() if k not in ours}
+
+
+def cli_environment(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of ``./infra/wikipulse`` run on a stack of its own in ``home`` (free
+    ports, no developer configuration), plus ``extra`` variables."""
+    from tests.conftest import stack_environment
+
+    return {**clean_environ(), **stack_environment(home), **extra}
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``./infra/wikipulse ARGS`` as a user runs it (from another directory)."""
+    return subprocess.run(
+        [WIKIPULSE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
+    )
+
+
+def cli_pids(home: Path) -> dict[str, int]:
+    """The pid of each component ``up`` started in ``home``, from its pid file."""
+    found = {}
+    for component, name in (
+        ("kafka", "kafka"),
+        ("replay", "replay"),
+        ("worker", "worker-wikipulse-worker"),
+        ("spark", "spark"),
+        ("dashboard", "dashboard"),
+    ):
+        pidfile = home / "run" / f"{name}.pid"
+        if pidfile.exists():
+            found[component] = int(pidfile.read_text())
+    postmaster = home / "postgres" / "data" / "postmaster.pid"
+    if postmaster.exists():
+        found["postgres"] = int(postmaster.read_text().split()[0])
+    return found
+
+
+def status_line(output: str, component: str) -> str:
+    """The line of ``status`` (or ``up``) output about ``component``."""
+    return next(line for line in output.splitlines() if f" {component} " in line)
 
 
 def pipeline_environment(

@@ -1,142 +1,51 @@
-"""./infra/wikipulse as a user runs it: up (twice), status, psql, logs, recovery, down --purge.
+"""./infra/wikipulse as a user runs it: its errors, and the parts of `up --replay` that need no
+running stack (options, the replay server, its port, the state it keeps).
 
-These tests run the command line in a home and on ports of their own, so they start a second
-Kafka and PostgreSQL next to the session's.
+The whole lifecycle (up --replay, up again, status and its freshness line, psql, logs, a killed
+worker or broker brought back, down --purge) runs in tests/test_end_to_end.py, on the one extra
+Kafka and PostgreSQL of the suite, together with the end-to-end checks of the data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.replay import ReplayOptions
-from infra.processes import pid_alive, wait_for
+from app.config import load_settings
+from infra import cli
+from infra.processes import InfraError, free_port
+from infra.replay_server import DEFAULT_FILE, LocalReplay, ReplayMode, load_mode, save_mode
+from infra.stack import Stack, format_age
 from tests.conftest import make_home, stack_environment
-from tests.harness import ReplayThread, clean_environ
-from tests.realdata import CURRENT, lines
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from tests.harness import clean_environ, cli_environment, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-WIKIPULSE = str(ROOT / "infra" / "wikipulse")
+SAMPLE_LINES = 384
 
 
 @pytest.fixture
 def cli_env() -> Iterator[dict[str, str]]:
     home = make_home("wikipulse-cli-")
-    env = clean_environ()
-    env.update(stack_environment(home))
-    # The worker follows a local replay of real events (no internet here), then waits.
-    sample = list(lines(CURRENT)[:50])
-    with ReplayThread(sample, ReplayOptions(hold_open=True)) as replay:
-        env["INGESTION_WIKIMEDIA_URL"] = replay.url
-        env["INGESTION_WIKIMEDIA_FILTERS_NAMESPACES"] = "[]"
-        env["SPARK_TRIGGER_PROCESSING_TIME"] = "2 seconds"
-        env["POSTGRES_RETENTION_DAYS"] = "100000"  # the recorded events are from June 2026
-        yield env
-    subprocess.run([WIKIPULSE, "down", "--purge"], env=env, capture_output=True, timeout=120)
+    env = cli_environment(home)
+    yield env
+    run_cli(env, "down", "--purge", timeout=120)
     shutil.rmtree(home, ignore_errors=True)
 
 
-def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [WIKIPULSE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
-    )
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(env, *args)
 
 
-def pids(home: Path) -> dict[str, int]:
-    found = {}
-    for component, name in (
-        ("kafka", "kafka"),
-        ("worker", "worker-wikipulse-worker"),
-        ("spark", "spark"),
-        ("dashboard", "dashboard"),
-    ):
-        pidfile = home / "run" / f"{name}.pid"
-        if pidfile.exists():
-            found[component] = int(pidfile.read_text())
-    postmaster = home / "postgres" / "data" / "postmaster.pid"
-    if postmaster.exists():
-        found["postgres"] = int(postmaster.read_text().split()[0])
-    return found
-
-
-def test_lifecycle(cli_env: dict[str, str]) -> None:
-    home = Path(cli_env["WIKIPULSE_HOME"])
-
-    first = run(cli_env, "up")
-    assert first.returncode == 0, first.stderr
-    assert "postgres: started" in first.stdout and "kafka: started" in first.stdout
-    assert "worker: started" in first.stdout and "spark: started" in first.stdout
-    dashboard_url = f"http://127.0.0.1:{cli_env['DASHBOARD_PORT']}"
-    assert "dashboard: started" in first.stdout and dashboard_url in first.stdout
-    started = pids(home)
-    assert set(started) == {"kafka", "postgres", "worker", "spark", "dashboard"}
-    with urllib.request.urlopen(f"{dashboard_url}/_stcore/health", timeout=10) as response:
-        assert response.read() == b"ok"
-    assert all(pid_alive(pid) for pid in started.values())
-
-    # A second `up` is harmless: nothing restarted.
-    second = run(cli_env, "up")
-    assert second.returncode == 0, second.stderr
-    assert "postgres: running" in second.stdout and "kafka: running" in second.stdout
-    assert "worker: running" in second.stdout and "spark: running" in second.stdout
-    assert "dashboard: running" in second.stdout
-    assert pids(home) == started
-
-    table = run(cli_env, "psql", "-c", r"\d user_edit_counts")
-    assert table.returncode == 0, table.stderr
-    assert '"user_edit_counts_pkey" PRIMARY KEY, btree (window_start, user_name)' in table.stdout
-    scalar = run(cli_env, "psql", "-At", "-c", "SELECT count(*) FROM recent_user_activity")
-    assert scalar.stdout.strip() == "0"
-
-    def all_up() -> bool:
-        return run(cli_env, "status").returncode == 0
-
-    assert wait_for(all_up, timeout=60), run(cli_env, "status").stdout
-    healthy = run(cli_env, "status")
-    assert "database wiki_streaming, schema" in healthy.stdout
-    assert "topics ready" in healthy.stdout and "valid=" in healthy.stdout
-    # The whole pipeline: replayed events reach PostgreSQL through the worker and Spark.
-    total = ("psql", "-At", "-c", "SELECT coalesce(sum(events), 0) FROM wiki_activity")
-
-    def aggregated() -> bool:
-        return run(cli_env, *total).stdout.strip() == "50"
-
-    assert wait_for(aggregated, timeout=120), run(cli_env, *total).stdout
-
-    logs = run(cli_env, "logs", "kafka", "--no-follow", "-n", "100000")
-    assert logs.returncode == 0 and "Kafka Server started" in logs.stdout
-
-    # A crashed broker: status says so, `up` brings back only the missing piece.
-    os.kill(started["kafka"], signal.SIGKILL)
-    assert wait_for(lambda: not pid_alive(started["kafka"]), timeout=20)
-    down = run(cli_env, "status")
-    assert down.returncode == 1
-    kafka_line = next(line for line in down.stdout.splitlines() if " kafka " in line)
-    assert "DOWN" in kafka_line and "not running" in kafka_line
-
-    recovered = run(cli_env, "up")
-    assert recovered.returncode == 0, recovered.stderr
-    after = pids(home)
-    assert after["postgres"] == started["postgres"]
-    assert after["kafka"] != started["kafka"] and pid_alive(after["kafka"])
-    assert wait_for(all_up, timeout=90), run(cli_env, "status").stdout
-
-    purge = run(cli_env, "down", "--purge")
-    assert purge.returncode == 0, purge.stderr
-    assert wait_for(lambda: not any(pid_alive(pid) for pid in after.values()), timeout=30)
-    assert not home.exists()
-
-
+@pytest.mark.integration
+@pytest.mark.slow
 def test_port_in_use_is_a_clear_error(cli_env: dict[str, str]) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(cli_env["POSTGRES_PORT"])))
@@ -147,6 +56,8 @@ def test_port_in_use_is_a_clear_error(cli_env: dict[str, str]) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_missing_java_is_a_clear_error(cli_env: dict[str, str], tmp_path: Path) -> None:
     # A PATH with what the wrapper needs but no java.
     bin_dir = tmp_path / "bin"
@@ -159,3 +70,146 @@ def test_missing_java_is_a_clear_error(cli_env: dict[str, str], tmp_path: Path) 
     result = run(env, "up")
     assert result.returncode == 1
     assert "Java is needed" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- up --replay without a running stack ---------------------------------------------------
+
+
+@pytest.fixture
+def home_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """The configuration of a stack that does not run (nothing is started): for the command's
+    checks, run in this process."""
+    env = stack_environment(tmp_path / "home")
+    for name in set(os.environ) - set(clean_environ()):  # the developer's configuration
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speed", "2"], "--speed: only with --replay"),
+        (["--once", "--replay-option=--drop-every=3"], "--once, --replay-option: only with"),
+        (["--replay", "/nonexistent.ndjson"], "no replay file /nonexistent.ndjson"),
+        (["--replay", str(ROOT / "README.md")], "does not look like NDJSON"),
+        (["--replay", "--speed", "max"], "--speed max needs --once"),
+        (["--replay", "--speed", "0"], "--speed must be a positive number or `max`"),
+        (["--replay", "--replay-option=--port=1"], "expected OPTION=N with OPTION one of"),
+        (["--replay", "--replay-option=--drop-every=x"], "'x' is not a whole number"),
+    ],
+)
+def test_up_checks_its_replay_options_before_starting_anything(
+    home_env: dict[str, str], capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main(["up", *args]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert not Path(home_env["WIKIPULSE_HOME"]).exists(), "nothing was started or recorded"
+
+
+def test_replay_and_live_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["up", "--replay", "--live"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument --replay" in capsys.readouterr().err
+
+
+def test_the_replay_request_resolves_the_file_and_keeps_the_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(DEFAULT_FILE.parent)
+    args = cli.build_parser().parse_args(
+        ["up", "--replay", DEFAULT_FILE.name, "--once", "--speed", "max",
+         "--replay-option=--drop-every=25", "--replay-option=--fail-first=2"]
+    )  # fmt: skip
+    mode = cli.replay_request(args)
+    assert mode == ReplayMode(
+        DEFAULT_FILE, None, False, ("--drop-every=25", "--fail-first=2"), events=SAMPLE_LINES
+    )
+    default = cli.replay_request(cli.build_parser().parse_args(["up", "--replay"]))
+    assert default == ReplayMode(DEFAULT_FILE, 1.0, True, (), events=SAMPLE_LINES)
+    assert default.describe() == (
+        f"infra/replay/recentchange-sample.ndjson ({SAMPLE_LINES} events), "
+        "looping at the recorded pace"
+    )
+    assert mode.describe().endswith(
+        "once as fast as possible, then silent; --drop-every=25 --fail-first=2"
+    )
+    assert cli.replay_request(cli.build_parser().parse_args(["up"])) is None
+
+
+def test_the_default_sample_is_the_documented_real_recording() -> None:
+    readme = (DEFAULT_FILE.parent / "README.md").read_text()
+    digest = hashlib.sha256(DEFAULT_FILE.read_bytes()).hexdigest()
+    assert digest in readme
+    sample = [line for line in DEFAULT_FILE.read_bytes().split(b"\n") if line.strip()]
+    assert len(sample) == SAMPLE_LINES
+    assert all(json.loads(line)["meta"]["stream"] == "mediawiki.recentchange" for line in sample)
+    prefix = (ROOT / "tests" / "data" / "recentchange-sample.ndjson").read_bytes()
+    assert DEFAULT_FILE.read_bytes().startswith(prefix)
+
+
+def test_the_replay_mode_is_kept_in_the_home(tmp_path: Path) -> None:
+    home = Stack(load_settings(environ=stack_environment(tmp_path))).home
+    assert load_mode(home) is None
+    mode = ReplayMode(DEFAULT_FILE, 2.5, False, ("--drop-every=7",), port=4321, events=5)
+    save_mode(home, mode)
+    assert load_mode(home) == mode
+    (tmp_path / "replay.json").write_text("{not json")
+    with pytest.raises(InfraError, match="is damaged"):
+        load_mode(home)
+
+
+def test_the_replay_server_moves_to_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
+    stack = Stack(load_settings(environ=stack_environment(tmp_path)))
+    port = free_port()
+    save_mode(stack.home, ReplayMode(DEFAULT_FILE, 1.0, True, port=port, events=SAMPLE_LINES))
+    said: list[str] = []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        mode = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), said.append)
+    try:
+        assert mode.port != port
+        assert said[0] == f"replay: port {port} is taken by another process, moving to {mode.port}"
+        assert said[1].startswith("replay: started (pid ") and mode.url in said[1]
+        assert load_mode(stack.home) == mode, "the new port is recorded"
+        replay = LocalReplay(stack.home)
+        assert replay.pid() is not None and replay.healthy(mode.port)
+        state = next(s for s in stack.status() if s.name == "replay")
+        assert state.healthy and state.address == f"http://127.0.0.1:{mode.port}"
+        assert state.detail.startswith("serving infra/replay/recentchange-sample.ndjson (384")
+        assert "replaying 384 events at" in stack.log_path("replay").read_text()
+    finally:
+        assert LocalReplay(stack.home).stop()
+    assert LocalReplay(stack.home).pid() is None
+    state = next(s for s in stack.status() if s.name == "replay")
+    assert not state.healthy and state.detail.startswith("not running (to serve ")
+
+
+def test_a_bad_replay_file_is_reported_with_the_servers_log(tmp_path: Path) -> None:
+    stack = Stack(load_settings(environ=stack_environment(tmp_path)))
+    events = tmp_path / "events.ndjson"
+    events.write_text('{"meta": {}}\n')
+    mode = ReplayMode.for_file(events, speed=1.0)
+    events.unlink()  # gone by the time the server reads it
+    with pytest.raises(InfraError, match="the replay server exited during start-up"):
+        stack._start_replay(mode, lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(-3, "0 s"), (14.4, "14 s"), (99, "99 s"), (300, "5 min"), (3 * 3600, "3 h"),
+     (161 * 86400, "161 days")],
+)  # fmt: skip
+def test_ages_read_like_a_person_says_them(seconds: float, shown: str) -> None:
+    assert format_age(seconds) == shown
+
+
+def test_logs_of_a_replay_that_never_ran(
+    home_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["logs", "replay", "--no-follow"]) == 1
+    assert "no log for replay yet" in capsys.readouterr().err

@@ -1,0 +1,286 @@
+"""The whole pipeline with one command, as a user runs it.
+
+``./infra/wikipulse up --replay FILE --once --speed max --replay-option=--drop-every=N`` on a
+home and ports of its own (a second Kafka and PostgreSQL next to the session's): a replay server
+serves 384 real recorded events over SSE, cutting the connection abruptly every N frames; the
+worker resumes each time and writes them to Kafka; the Spark job aggregates them into
+PostgreSQL. The tables must then hold exactly what plain Python computes from the same file
+(tests/spark/helpers.golden), the dashboard in Chromium must name the top contributor, and the
+command's lifecycle must hold: status (replay, freshness), a second ``up`` that changes
+nothing, a SIGKILLed worker or broker that ``up`` brings back alone and in replay mode, and
+``down`` that stops the replay server too.
+
+The tests of this module share one stack and run in order; each waits for what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings, load_settings
+from infra.processes import pid_alive, wait_for
+from infra.replay_server import DEFAULT_FILE
+from tests.conftest import make_home
+from tests.dashboards.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.harness import cli_environment, cli_pids, run_cli, status_line
+from tests.spark.helpers import golden, query, user_edit_counts, wiki_activity
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: The sample `up --replay` serves by default: 384 real events (infra/replay/README.md).
+EVENTS_FILE = DEFAULT_FILE
+RAW_LINES = tuple(line for line in EVENTS_FILE.read_bytes().split(b"\n") if line.strip())
+#: The replay server aborts the TCP connection after this many frames, again and again.
+DROP_EVERY = 25
+#: The worker's pid file is named by its app id (the default one here).
+WORKER = "worker-wikipulse-worker"
+#: The page has run: the top contributor is drawn, nothing is loading.
+RENDERED = """() =>
+    document.querySelector('.st-key-top_contributor') !== null
+    && !document.querySelector('[data-testid=stSkeleton]')
+    && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"""
+
+
+@dataclass(frozen=True)
+class ReplayStack:
+    env: dict[str, str]
+    home: Path
+    settings: Settings
+    first_up: str  # what the first `up --replay` printed
+
+    @property
+    def replay_url(self) -> str:
+        mode = json.loads((self.home / "replay.json").read_text())
+        return f"http://127.0.0.1:{mode['port']}/v2/stream/recentchange"
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        result = run_cli(self.env, *args)
+        return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def replay_stack() -> Iterator[ReplayStack]:
+    home = make_home("wikipulse-e2e-")
+    env = cli_environment(
+        home,
+        INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: all 384 events count
+        INGESTION_BACKOFF_INITIAL="100 ms",  # reconnect quickly after each drop
+        INGESTION_BACKOFF_MAX="1 second",
+        SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
+        POSTGRES_RETENTION_DAYS="100000",  # the recorded events are from June 2026
+    )
+    try:
+        first = run_cli(
+            env,
+            "up",
+            "--replay",
+            str(EVENTS_FILE),
+            "--once",
+            "--speed",
+            "max",
+            f"--replay-option=--drop-every={DROP_EVERY}",
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        yield ReplayStack(env, home, load_settings(environ=env), first.stdout)
+    finally:
+        run_cli(env, "down", "--purge", timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def expected_tables(settings: Settings) -> tuple[dict, dict]:
+    return golden(RAW_LINES, window=settings.spark.windowing.duration)
+
+
+def total_events(settings: Settings) -> int:
+    return int(query(settings, "SELECT coalesce(sum(events), 0) FROM wiki_activity")[0][0])
+
+
+def wait_for_all_events(stack: ReplayStack) -> None:
+    expected = sum(row[-1] for row in expected_tables(stack.settings)[1].values())
+    assert expected == len(RAW_LINES)
+    if not wait_for(lambda: total_events(stack.settings) >= expected, timeout=180, interval=1):
+        logs = stack.run("logs", "worker", "--no-follow", "-n", "40")[1]
+        raise AssertionError(
+            f"{total_events(stack.settings)} of {expected} events aggregated; worker log:\n{logs}"
+        )
+
+
+def worker_connected(stack: ReplayStack) -> bool:
+    """Whether the worker's /health says it is connected to its stream."""
+    url = f"http://127.0.0.1:{stack.env['APP_WEB_PORT']}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return bool(json.load(response)["connected"])
+    except urllib.error.HTTPError as error:  # 503: running, not healthy (no recent event)
+        return bool(json.load(error)["connected"])
+    except (OSError, ValueError):
+        return False
+
+
+def freshness_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.strip().startswith("freshness:"))
+
+
+def test_up_starts_everything_in_replay_mode_and_says_what_next(replay_stack: ReplayStack) -> None:
+    out = replay_stack.first_up
+    url = replay_stack.replay_url
+    for component in ("postgres", "kafka", "replay", "worker", "spark", "dashboard"):
+        assert f"{component}: started" in out, out
+    assert f"at {url}" in out and "worker: started" in out and f"following {url}" in out
+    assert "(384 events), once as fast as possible, then silent" in out
+    assert f"--drop-every={DROP_EVERY}" in out
+    dashboard = f"http://127.0.0.1:{replay_stack.env['DASHBOARD_PORT']}"
+    worker = f"http://127.0.0.1:{replay_stack.env['APP_WEB_PORT']}"
+    assert f"dashboard: {dashboard}" in out and f"worker metrics: {worker}/metrics" in out
+    for step in ("status", "logs spark", "logs replay", "up --live", "down"):
+        assert f"./infra/wikipulse {step} " in out, out
+    started = cli_pids(replay_stack.home)
+    assert set(started) == {"postgres", "kafka", "replay", "worker", "spark", "dashboard"}
+    assert all(pid_alive(pid) for pid in started.values())
+    with urllib.request.urlopen(f"{dashboard}/_stcore/health", timeout=10) as response:
+        assert response.read() == b"ok"
+
+    # A second `up` is harmless: same mode, nothing restarted.
+    code, second, err = replay_stack.run("up")
+    assert code == 0, err
+    assert "replay mode, kept from an earlier `up --replay`" in second
+    for component in ("postgres", "kafka", "replay", "worker", "spark", "dashboard"):
+        assert f"{component}: running" in second, second
+    assert cli_pids(replay_stack.home) == started
+
+
+def test_status_shows_the_replay_and_the_freshness(replay_stack: ReplayStack) -> None:
+    code, out, _ = replay_stack.run("status")
+    assert code == 0, out
+    replay = status_line(out, "replay")
+    assert replay.split()[0] == "up" and replay_stack.replay_url.split("/v2")[0] in replay
+    assert f"serving {EVENTS_FILE.relative_to(EVENTS_FILE.parents[2])} (384 events)" in replay
+    assert "healthy, connected=True" in status_line(out, "worker")
+    assert "database wiki_streaming, schema" in status_line(out, "postgres")
+    assert "topics ready" in status_line(out, "kafka")
+    assert "the worker's lag is" in freshness_line(out)
+
+    log = replay_stack.run("logs", "replay", "--no-follow", "-n", "100000")[1]
+    assert f"replaying {len(RAW_LINES)} events at {replay_stack.replay_url}" in log
+    assert "dropping the connection after 25 frames" in log
+
+
+def test_the_tables_equal_values_computed_from_the_file(replay_stack: ReplayStack) -> None:
+    wait_for_all_events(replay_stack)
+    expected_users, expected_wikis = expected_tables(replay_stack.settings)
+    assert user_edit_counts(replay_stack.settings) == expected_users
+    assert wiki_activity(replay_stack.settings) == expected_wikis
+
+    # The connection really was cut, and the worker resumed each time.
+    log = replay_stack.run("logs", "replay", "--no-follow", "-n", "100000")[1]
+    assert log.count("dropping the connection") >= len(RAW_LINES) // DROP_EVERY
+
+    # status: how old the newest aggregated event is (the recording's newest event time).
+    newest = max(datetime.fromtimestamp(json.loads(raw)["timestamp"], UTC) for raw in RAW_LINES)
+    line = freshness_line(replay_stack.run("status")[1])
+    assert "the newest event in PostgreSQL is " in line, line
+    assert f"({newest:%Y-%m-%d %H:%M:%S} UTC)" in line, line
+
+
+def test_the_dashboard_shows_the_top_contributor(replay_stack: ReplayStack) -> None:
+    from playwright import sync_api  # a dev dependency
+
+    wait_for_all_events(replay_stack)
+    totals: Counter[str] = Counter()
+    for (_, user), (_, count) in expected_tables(replay_stack.settings)[0].items():
+        totals[user] += count
+    (leader, most), (_, runner_up) = totals.most_common(2)
+    assert most > runner_up, "the recording has one clear top contributor"
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    dashboard = f"http://127.0.0.1:{replay_stack.env['DASHBOARD_PORT']}"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page.goto(f"{dashboard}/?range=all")  # everything retained: June 2026 included
+            page.wait_for_function(RENDERED, timeout=60_000)
+            assert page.locator("[data-testid=stException]").count() == 0
+            top = page.locator(".st-key-top_contributor").inner_text()
+            assert f"Most edits: {leader} ({most})" in top, top
+        finally:
+            browser.close()
+
+
+def test_a_killed_worker_comes_back_alone_in_replay_mode(replay_stack: ReplayStack) -> None:
+    before = cli_pids(replay_stack.home)
+    os.killpg(before["worker"], signal.SIGKILL)
+    assert wait_for(lambda: not pid_alive(before["worker"]), timeout=20)
+    code, out, _ = replay_stack.run("status")
+    assert code == 1
+    assert status_line(out, "worker").split()[0] == "DOWN"
+    assert status_line(out, "replay").split()[0] == "up"
+
+    code, out, err = replay_stack.run("up")
+    assert code == 0, err
+    assert "replay mode, kept from an earlier `up --replay`" in out
+    assert f"replay: running (pid {before['replay']})" in out
+    restarted = next(line for line in out.splitlines() if line.startswith("worker: "))
+    assert restarted.startswith("worker: started") and replay_stack.replay_url in restarted
+    after = cli_pids(replay_stack.home)
+    assert after["worker"] != before["worker"] and pid_alive(after["worker"])
+    assert {k: v for k, v in after.items() if k != "worker"} == {
+        k: v for k, v in before.items() if k != "worker"
+    }
+    source = json.loads((replay_stack.home / "run" / f"{WORKER}.source.json").read_text())
+    assert source == {"url": replay_stack.replay_url, "replay": True}
+
+    # Once Kafka has dropped the dead worker from its group (about a minute), the new one
+    # connects to the replay server again, and counts nothing twice.
+    assert wait_for(lambda: worker_connected(replay_stack), timeout=150, interval=1), (
+        replay_stack.run("logs", "worker", "--no-follow", "-n", "40")[1]
+    )
+    expected_users, expected_wikis = expected_tables(replay_stack.settings)
+    assert user_edit_counts(replay_stack.settings) == expected_users
+    assert wiki_activity(replay_stack.settings) == expected_wikis
+
+
+def test_a_killed_broker_comes_back_alone(replay_stack: ReplayStack) -> None:
+    before = cli_pids(replay_stack.home)
+    os.kill(before["kafka"], signal.SIGKILL)
+    assert wait_for(lambda: not pid_alive(before["kafka"]), timeout=20)
+    code, out, _ = replay_stack.run("status")
+    assert code == 1
+    kafka = status_line(out, "kafka")
+    assert "DOWN" in kafka and "not running" in kafka
+
+    code, out, err = replay_stack.run("up")
+    assert code == 0, err
+    after = cli_pids(replay_stack.home)
+    assert after["kafka"] != before["kafka"] and pid_alive(after["kafka"])
+    assert {k: v for k, v in after.items() if k != "kafka"} == {
+        k: v for k, v in before.items() if k != "kafka"
+    }
+    assert status_line(replay_stack.run("status")[1], "kafka").split()[0] == "up"
+
+
+def test_down_stops_the_replay_server_too(replay_stack: ReplayStack) -> None:
+    running = cli_pids(replay_stack.home)
+    code, out, err = replay_stack.run("down")
+    assert code == 0, err
+    assert "replay: stopped" in out
+    assert wait_for(lambda: not any(pid_alive(pid) for pid in running.values()), timeout=30)
+    code, out, _ = replay_stack.run("status")
+    assert code == 1
+    assert "not running" in status_line(out, "replay")  # the mode is kept for the next `up`
+
+    code, _, err = replay_stack.run("down", "--purge")
+    assert code == 0, err
+    assert not replay_stack.home.exists()
