@@ -55,8 +55,8 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
-    def count(self, outcome: Outcome) -> None:
-        self.events.labels(outcome=outcome.value).inc()
+    def count(self, outcome: Outcome, amount: int = 1) -> None:
+        self.events.labels(outcome=outcome.value).inc(amount)
 
     def outcome_totals(self) -> dict[str, float]:
         return {

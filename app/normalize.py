@@ -166,7 +166,10 @@ def _parse_dt(value: str | None, field: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise Rejected(RejectCode.INVALID_FIELD, f"{value!r} has no time zone", field)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise Rejected(RejectCode.OUT_OF_RANGE, f"{value!r} is not a time", field) from None
 
 
 def _require(value: Any, field: str) -> Any:

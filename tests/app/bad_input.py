@@ -154,6 +154,12 @@ def corpus() -> list[BadInput]:
             "out_of_range",
             "timestamp",
         ),
+        BadInput(
+            "emission time before year 1 in UTC",
+            _with(_current(), "meta.dt", "0001-01-01T00:00:00+01:00"),
+            "out_of_range",
+            "meta.dt",
+        ),
         BadInput("no wiki", _without(_current(), "wiki"), "missing_field", "wiki"),
         BadInput("empty title", _with(_current(), "title", ""), "missing_field", "title"),
     ]

@@ -1,0 +1,173 @@
+"""The normalizer's batches without a broker: every outcome, in order, and the dedup state.
+
+``plan_batch`` is what one transaction writes; Kafka (sending it, committing it) is exercised by
+tests/app/test_worker_pipeline.py against a real broker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from app.config import load_settings
+from app.contract import Outcome
+from app.normalize import Filters
+from app.normalizer import Batch, DedupState, Topics, plan_batch
+from app.worker import Worker
+from tests.app.bad_input import corpus
+from tests.realdata import CURRENT, line, lines
+
+RECEIVED = b"1781970600000"
+NOW = 1_781_970_700.0
+WINDOW = 3600.0
+
+
+@pytest.fixture(scope="module")
+def topics() -> Topics:
+    return Topics.of(load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent"}))
+
+
+def records(payloads: list[bytes], first: int = 0) -> list[ConsumerRecord]:
+    headers = [("received-at", RECEIVED), ("sse-id", b"[{}]")]
+    raw = "wikimedia.recentchange.raw"
+    return [
+        ConsumerRecord(raw, 0, first + i, 0, 0, None, data, None, -1, len(data), headers)
+        for i, data in enumerate(payloads)
+    ]
+
+
+def plan(topics: Topics, state: DedupState, payloads: list[bytes], first: int = 0, **kw) -> Batch:
+    return plan_batch(
+        records(payloads, first),
+        topics=topics,
+        state=state,
+        filters=kw.pop("filters", Filters()),
+        max_bytes=1 << 20,
+        now=kw.pop("now", NOW),
+        **kw,
+    )
+
+
+def event_id(data: bytes) -> str:
+    return orjson.loads(data)["meta"]["id"]
+
+
+def test_every_outcome_in_order(topics: Topics) -> None:
+    valid, other = line(CURRENT, 1), line(CURRENT, 2)
+    canary = orjson.loads(valid)
+    canary["meta"]["domain"] = "canary"
+    bad = corpus()[0]
+    batch = plan(topics, DedupState(WINDOW), [valid, valid, orjson.dumps(canary), bad.data, other])
+    assert batch.outcomes == Counter(
+        {Outcome.VALID: 2, Outcome.DUPLICATE: 1, Outcome.CANARY: 1, Outcome.DEAD_LETTER: 1}
+    )
+    assert [out.topic for out in batch.outputs] == [
+        topics.typed, topics.dead_letter, topics.typed, topics.changelog
+    ]  # fmt: skip
+    typed = batch.outputs[0]
+    assert orjson.loads(typed.value)["event_id"] == event_id(valid)
+    assert typed.key == b"commonswiki:6:" + orjson.loads(valid)["title"].encode()
+    headers = dict(typed.headers)
+    assert headers["schema-version"] == b"1" and headers["origin-offset"] == b"0"
+    dead = batch.outputs[1]
+    dead_headers = dict(dead.headers)
+    assert dead.value == bad.data and dead_headers["reason-code"] == b"invalid_json"
+    assert dead_headers["origin-offset"] == b"3" and dead_headers["sse-id"] == b"[{}]"
+    # The changelog record: one per batch, on the raw partition, with the batch's new ids.
+    changelog = batch.outputs[-1]
+    assert changelog.key == b"0:0" and changelog.partition == 0
+    assert orjson.loads(changelog.value) == {"t": NOW, "ids": [event_id(valid), event_id(other)]}
+    assert batch.next_offset == 5 and batch.last_canary == NOW
+    assert batch.last_event_time == orjson.loads(other)["timestamp"]
+
+
+def test_the_whole_bad_input_corpus_and_the_batch_goes_on(topics: Topics) -> None:
+    bad = corpus()
+    good = list(lines(CURRENT)[: len(bad)])
+    payloads = [p for pair in zip(bad, good, strict=True) for p in (pair[0].data, pair[1])]
+    batch = plan(topics, DedupState(WINDOW), payloads)
+    assert batch.outcomes == Counter({Outcome.DEAD_LETTER: len(bad), Outcome.VALID: len(good)})
+    dead = [dict(out.headers) for out in batch.outputs if out.topic == topics.dead_letter]
+    assert [(h["reason-code"].decode(), h["reason-field"].decode()) for h in dead] == [
+        (item.code, item.field or "") for item in bad
+    ]
+    assert [int(h["origin-offset"]) for h in dead] == list(range(0, len(payloads), 2))
+
+
+def test_filters(topics: Topics) -> None:
+    events = list(lines(CURRENT)[:40])
+    namespaces = {orjson.loads(e)["namespace"] for e in events}
+    keep = min(namespaces)
+    batch = plan(topics, DedupState(WINDOW), events, filters=Filters(namespaces={keep}))
+    kept = sum(orjson.loads(e)["namespace"] == keep for e in events)
+    assert batch.outcomes == Counter({Outcome.VALID: kept, Outcome.FILTERED: len(events) - kept})
+
+
+def apply(state: DedupState, batch: Batch) -> None:
+    """What the normalizer does once a batch is committed."""
+    if batch.new_ids:
+        state.add(batch.changelog_key, batch.processed_at, batch.new_ids)
+    for key in batch.expired:
+        state.remove(key)
+
+
+def replay_changelog(batches: list[Batch], topics: Topics) -> DedupState:
+    """A fresh state read back from the changelog records the batches wrote."""
+    restored = DedupState(WINDOW)
+    for batch in batches:
+        for out in batch.outputs:
+            if out.topic == topics.changelog:
+                restored.restore(out.key, out.value)
+    return restored
+
+
+def test_dedup_across_batches_survives_a_restore_and_forgets_after_the_window(
+    topics: Topics,
+) -> None:
+    events = list(lines(CURRENT)[:30])
+    state = DedupState(WINDOW)
+    first = plan(topics, state, events[:20])
+    apply(state, first)
+    # A replay repeats events 10..19 and brings 20..29.
+    second = plan(topics, state, events[10:], first=20, now=NOW + 60)
+    apply(state, second)
+    assert second.outcomes == Counter({Outcome.DUPLICATE: 10, Outcome.VALID: 10})
+    assert second.new_ids == [event_id(e) for e in events[20:]]
+
+    # A restarted worker reads the changelog back: the same ids, the same decisions.
+    restored = replay_changelog([first, second], topics)
+    assert restored.first_seen == state.first_seen
+    again = plan(topics, restored, events[:5], first=40, now=NOW + 120)
+    assert again.outcomes == Counter({Outcome.DUPLICATE: 5})
+
+    # After the window the first batch's ids are new again (the second's not), and the purge
+    # tombstones the first batch.
+    later = NOW + WINDOW + 30
+    purge = plan(topics, state, [events[0], events[25]], first=50, now=later, purge=True)
+    assert purge.outcomes == Counter({Outcome.VALID: 1, Outcome.DUPLICATE: 1})
+    assert purge.expired == [b"0:0"]
+    tombstones = [out for out in purge.outputs if out.value is None]
+    assert [(t.topic, t.key, t.partition) for t in tombstones] == [(topics.changelog, b"0:0", 0)]
+    apply(state, purge)
+    assert state.seen(event_id(events[0]), later) and not state.seen(event_id(events[5]), later)
+    assert state.seen(event_id(events[25]), later)
+    restored = replay_changelog([first, second, purge], topics)
+    assert restored.first_seen == state.first_seen
+
+
+def test_a_committed_batch_updates_metrics_and_health(topics: Topics) -> None:
+    settings = load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent"})
+    worker = Worker(settings)
+    valid = line(CURRENT, 1)
+    canary = orjson.loads(valid)
+    canary["meta"]["domain"] = "canary"
+    batch = plan(topics, DedupState(WINDOW), [valid, valid, orjson.dumps(canary), b"{"])
+    worker.committed(batch)
+    assert worker.metrics.outcome_totals() == {
+        "valid": 1.0, "duplicate": 1.0, "canary": 1.0, "dead_letter": 1.0, "filtered": 0.0,
+    }  # fmt: skip
+    assert worker.health.last_canary == NOW
+    assert worker.health.last_event_time == orjson.loads(valid)["timestamp"]
