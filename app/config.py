@@ -169,9 +169,8 @@ def _profile_file(environment: str, environ: Mapping[str, str]) -> Path | None:
     if environment == DEVELOPMENT:
         return None  # development runs on the defaults alone
     searched = " or ".join(str(d) for d in directories)
-    raise ConfigError(
-        [f"environment={environment!r}: no profile conf.{environment}.yaml in {searched}"]
-    )
+    problem = f"environment = {environment!r} (ENVIRONMENT): no profile conf.{environment}.yaml"
+    raise ConfigError([f"{problem} in {searched}"])
 
 
 def _describe(value: Any, path: tuple[str | int, ...]) -> str:

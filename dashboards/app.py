@@ -23,6 +23,7 @@ from datetime import date, timedelta  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from app.config import ConfigError, load_settings  # noqa: E402
 from dashboards import charts, queries, view  # noqa: E402
 from dashboards.queries import DashboardError, SchemaMissing  # noqa: E402
 from dashboards.view import Filters, Span  # noqa: E402
@@ -32,9 +33,15 @@ st.set_page_config(page_title="wikipulse", page_icon="📈", layout="wide")
 try:
     settings = queries.settings()
 except SystemExit:
+    # The log (standard error) has the message; the page names each offending key too.
+    try:
+        load_settings()
+        problems = []
+    except ConfigError as error:
+        problems = error.problems
     st.error(
-        "**The configuration is invalid.** The dashboard's log (standard error) names each "
-        "offending key; fix it and reload the page."
+        "**The configuration is invalid.** Fix these keys and restart the dashboard:\n\n"
+        + "\n".join(f"- `{problem}`" for problem in problems)
     )
     st.stop()
 
