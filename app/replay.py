@@ -1,9 +1,10 @@
 """Serve recorded ``recentchange`` events over SSE, the way Wikimedia EventStreams does.
 
 A test double and a development tool: ``python -m app.replay FILE.ndjson`` serves each line of
-the file as one event at ``/v2/stream/recentchange``, paced as recorded (``--speed``) or as
-fast as possible (``--fast``), and can misbehave on purpose (drop connections, answer 429/503,
-send malformed frames) so that the SSE client's resilience can be exercised.
+the file as one event at ``/v2/stream/recentchange``, paced as recorded (``--speed``), at a
+fixed rate (``--rate``, for load) or as fast as possible (``--fast``), and can misbehave on
+purpose (drop connections, answer 429/503, send malformed frames) so that the SSE client's
+resilience can be exercised.
 
 The wire format follows EventStreams: a ``:ok`` comment first, then for each event
 ``event: message`` / ``id: <json array>`` / ``data: <json>`` and a blank line. The id is a
@@ -57,6 +58,8 @@ class ReplayOptions:
 
     #: None: as fast as possible; 1.0: the recorded gaps (``meta.dt``/``timestamp``); N: N× faster.
     speed: float | None = None
+    #: Events per second, evenly spaced (recorded gaps ignored); overrides ``speed``.
+    rate: float | None = None
     #: After the last event start again, with fresh ``meta.id`` and current times.
     loop: bool = False
     #: Abort the TCP connection (no clean chunked end) after every N frames on a connection.
@@ -77,6 +80,8 @@ class ReplayOptions:
     def __post_init__(self) -> None:
         if self.speed is not None and self.speed <= 0:
             raise ValueError("speed must be positive (or None for as fast as possible)")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("rate must be positive")
         if self.drop_every is not None and self.drop_every < 1:
             raise ValueError("drop_every must be at least 1")
         if self.malformed_every is not None and self.malformed_every < 2:
@@ -459,9 +464,17 @@ class ReplayServer:
         sent_here = 0
         previous: tuple[int, datetime] | None = None  # (pass, recorded time) of the last event
         position = start
+        rate = self.options.rate
+        clock = asyncio.get_running_loop().time
+        started = clock()
         while end is None or position < end:
             data, index = sequence.payload(position)
-            if index is not None:
+            if rate is not None:
+                # A deadline per event: bursts after each sleep keep the mean rate exact.
+                delay = started + sent_here / rate - clock()
+                if delay > 0.002:
+                    await asyncio.sleep(delay)
+            elif index is not None:
                 previous = await self._pace(previous, sequence.pass_of(position), index)
             await response.write(sse_frame(position, data))
             sent_here += 1
@@ -472,7 +485,7 @@ class ReplayServer:
                 if request.transport is not None:
                     request.transport.abort()
                 return response
-            if self.options.speed is None:
+            if self.options.speed is None or (rate is not None and sent_here % 64 == 0):
                 await asyncio.sleep(0)  # let the client (often in the same loop) read
         if self.options.hold_open:
             await asyncio.Event().wait()  # until the client leaves or the server stops
@@ -510,6 +523,9 @@ def _parser() -> argparse.ArgumentParser:
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, help="N× the recorded pace")
     pace.add_argument("--fast", action="store_true", help="as fast as possible")
+    parser.add_argument(
+        "--rate", type=float, metavar="PER_S", help="events/s, evenly spaced (overrides --speed)"
+    )
     parser.add_argument("--loop", action="store_true", help="replay forever, times made current")
     parser.add_argument("--hold", action="store_true", help="keep streams open at the end")
     parser.add_argument("--drop-every", type=int, metavar="N", help="cut after N frames")
@@ -543,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = ReplayOptions(
             speed=None if args.fast else args.speed,
+            rate=args.rate,
             loop=args.loop,
             drop_every=args.drop_every,
             malformed_every=args.malformed_every,

@@ -341,6 +341,23 @@ async def test_speed_paces_events_by_their_recorded_gaps(serve: Serve) -> None:
     assert elapsed >= 0.9 * recorded / 4.0
 
 
+async def test_rate_spaces_events_evenly_whatever_was_recorded(serve: Serve) -> None:
+    rate = 2000.0
+    _, url = await serve(LINES * 3, rate=rate, speed=1.0)  # rate overrides the recorded pace
+
+    started = time.monotonic()
+    seen = await read_stream(url)
+    elapsed = time.monotonic() - started
+
+    assert len(seen.events) == 3 * len(LINES)
+    assert elapsed >= 0.9 * (len(seen.events) - 1) / rate
+
+
+def test_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="rate must be positive"):
+        ReplayOptions(rate=0)
+
+
 async def test_hold_open_keeps_a_finished_stream_open_and_silent(serve: Serve) -> None:
     server, url = await serve(LINES[:2], hold_open=True)
     async with aiohttp.ClientSession() as session, session.get(url) as response:
