@@ -12,6 +12,7 @@ from logging.config import fileConfig
 from sqlalchemy import create_engine, pool
 
 from alembic import context
+from app.clients import sqlalchemy_url
 from app.config import Settings, load_settings_or_exit
 
 config = context.config
@@ -19,7 +20,8 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 settings: Settings = config.attributes.get("settings") or load_settings_or_exit("alembic")
-url = settings.postgres.sqlalchemy_url()
+# Host, credentials, sslmode and sslrootcert: the same URL as every other client's.
+url = sqlalchemy_url(settings.postgres)
 
 # Migrations are written by hand (views, partial indexes); there is no ORM metadata.
 target_metadata = None

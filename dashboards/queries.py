@@ -39,6 +39,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from app.clients import sqlalchemy_url
 from app.config import Settings, load_settings_or_exit
 from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 from app.settings import AppSettings, PostgresSettings
@@ -100,7 +101,7 @@ def make_engine(postgres: PostgresSettings) -> Engine:
         "-c default_transaction_read_only=on -c statement_timeout=15000 -c jit=off -c TimeZone=UTC"
     )
     return create_engine(
-        postgres.sqlalchemy_url(),
+        sqlalchemy_url(postgres),  # host, credentials, sslmode, sslrootcert
         pool_size=postgres.pool.max_size,
         max_overflow=0,
         pool_timeout=10,

@@ -326,5 +326,8 @@ def psql_command(
     if pg.password.get_secret_value():
         env["PGPASSWORD"] = pg.password.get_secret_value()
     env["PGSSLMODE"] = pg.sslmode
+    env.pop("PGSSLROOTCERT", None)
+    if pg.sslrootcert:
+        env["PGSSLROOTCERT"] = pg.sslrootcert
     command = [psql, "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", pg.database, *args]
     return command, env

@@ -48,6 +48,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 
+from app.clients import SPARK_REDACTION_REGEX, spark_kafka_options
 from app.config import Settings, load_settings_or_exit
 from app.settings import spark_interval
 from infra.home import Home
@@ -86,6 +87,9 @@ def session_conf(settings: Settings) -> dict[str, str]:
         # Windows are aligned to the epoch; UTC keeps every printed time unambiguous.
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
+        # Kafka credentials and the client key are source options: keep them out of the
+        # plans, logs and UI.
+        "spark.redaction.regex": SPARK_REDACTION_REGEX,
     }
     jars = connector_jars(settings)
     if jars:
@@ -136,13 +140,22 @@ def checkpoint_location(settings: Settings) -> str:
     return f"{settings.checkpoint_location.rstrip('/')}/{QUERY_NAME}"
 
 
+def kafka_source_options(settings: Settings) -> dict[str, str]:
+    """The Kafka source's connection options: brokers, security protocol, SASL, TLS
+    (:func:`app.clients.spark_kafka_options`), and the job's client id."""
+    return {
+        **spark_kafka_options(settings.kafka),
+        "kafka.client.id": f"{settings.kafka.client_id}-spark",
+    }
+
+
 def read_typed_topic(
     spark: SparkSession, settings: Settings, *, starting_offsets: str | None = None
 ) -> DataFrame:
     """The typed topic as a stream of Kafka records."""
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+        .options(**kafka_source_options(settings))
         .option("subscribe", settings.kafka.topics.typed.name)
         # Used only by a new checkpoint; afterwards the checkpoint's offsets rule.
         .option("startingOffsets", starting_offsets or settings.spark.starting_offsets)
@@ -152,7 +165,6 @@ def read_typed_topic(
         # skipped with a warning in Spark's log instead of stopping the job for good: the
         # aggregates cannot be more complete than the topic, and `--rebuild` recomputes them.
         .option("failOnDataLoss", "false")
-        .option("kafka.client.id", f"{settings.kafka.client_id}-spark")
     )
     if settings.spark.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", settings.spark.max_offsets_per_trigger)

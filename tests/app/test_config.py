@@ -138,7 +138,9 @@ def test_environment_can_come_from_dotenv(tmp_path: Path) -> None:
 
 
 def test_prod_profile_is_layered_over_defaults(tmp_path: Path) -> None:
-    settings = load(tmp_path, {"ENVIRONMENT": "prod", "POSTGRES_PASSWORD": "s3cret"})
+    from tests.security.test_client_options import PROD_ENVIRONMENT
+
+    settings = load(tmp_path, {"ENVIRONMENT": "prod", **PROD_ENVIRONMENT})
     assert settings.postgres.sslmode == "require"
     assert settings.kafka.replication_factor == 3
     assert settings.spark.windowing.duration == timedelta(minutes=1)
