@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +54,14 @@ def run_cli(
     )
 
 
-def cli_pids(home: Path) -> dict[str, int]:
-    """The pid of each component ``up`` started in ``home``, from its pid file."""
+def cli_pids(home: Path, app_id: str = "wikipulse-worker") -> dict[str, int]:
+    """The pid of each component ``up`` started in ``home``, from its pid file (the worker's
+    is named by its app id)."""
     found = {}
     for component, name in (
         ("kafka", "kafka"),
         ("replay", "replay"),
-        ("worker", "worker-wikipulse-worker"),
+        ("worker", f"worker-{app_id}"),
         ("spark", "spark"),
         ("dashboard", "dashboard"),
     ):
@@ -72,6 +77,59 @@ def cli_pids(home: Path) -> dict[str, int]:
 def status_line(output: str, component: str) -> str:
     """The line of ``status`` (or ``up``) output about ``component``."""
     return next(line for line in output.splitlines() if f" {component} " in line)
+
+
+@dataclass(frozen=True)
+class ReplayStack:
+    """A stack that ``./infra/wikipulse up --replay`` started in a home of its own."""
+
+    env: dict[str, str]
+    home: Path
+    settings: Settings
+    first_up: str  # what the first `up --replay` printed
+
+    @property
+    def replay_url(self) -> str:
+        mode = json.loads((self.home / "replay.json").read_text())
+        return f"http://127.0.0.1:{mode['port']}/v2/stream/recentchange"
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        result = run_cli(self.env, *args)
+        return result.returncode, result.stdout, result.stderr
+
+
+def worker_health(env: dict[str, str]) -> dict[str, Any] | None:
+    """The /health report of the worker configured by ``env`` (200 or 503), None if silent."""
+    url = f"http://127.0.0.1:{env['APP_WEB_PORT']}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as error:  # 503: running, not healthy (no recent event)
+        try:
+            return dict(json.load(error))
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def worker_connected(stack: ReplayStack) -> bool:
+    """Whether the worker's /health says it is connected to its stream."""
+    report = worker_health(stack.env)
+    return bool(report and report["connected"])
+
+
+def worker_metrics(env: dict[str, str]) -> dict[str, float]:
+    """The worker's /metrics samples (``name{labels}`` -> value) of wikipulse's own metrics."""
+    url = f"http://127.0.0.1:{env['APP_WEB_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("wikipulse_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
 
 
 def pipeline_environment(
@@ -133,10 +191,17 @@ class WorkerProcess:
 
 
 class ReplayThread:
-    """A ReplayServer on its own event loop in a background thread (the test's loop is free)."""
+    """A ReplayServer on its own event loop in a background thread (the test's loop is free);
+    ``server``: a ready-made one (e.g. a subclass that misbehaves in its own way)."""
 
-    def __init__(self, events: list[bytes], options: ReplayOptions) -> None:
-        self.server = ReplayServer(events, options)
+    def __init__(
+        self,
+        events: list[bytes],
+        options: ReplayOptions | None = None,
+        *,
+        server: ReplayServer | None = None,
+    ) -> None:
+        self.server = server if server is not None else ReplayServer(events, options)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.url = ""

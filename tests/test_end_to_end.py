@@ -23,9 +23,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -34,7 +32,14 @@ from infra.processes import pid_alive, wait_for
 from infra.replay_server import DEFAULT_FILE
 from tests.conftest import make_home
 from tests.dashboards.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.harness import cli_environment, cli_pids, run_cli, status_line
+from tests.harness import (
+    ReplayStack,
+    cli_environment,
+    cli_pids,
+    run_cli,
+    status_line,
+    worker_connected,
+)
 from tests.spark.helpers import golden, query, user_edit_counts, wiki_activity
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,23 +56,6 @@ RENDERED = """() =>
     document.querySelector('.st-key-top_contributor') !== null
     && !document.querySelector('[data-testid=stSkeleton]')
     && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"""
-
-
-@dataclass(frozen=True)
-class ReplayStack:
-    env: dict[str, str]
-    home: Path
-    settings: Settings
-    first_up: str  # what the first `up --replay` printed
-
-    @property
-    def replay_url(self) -> str:
-        mode = json.loads((self.home / "replay.json").read_text())
-        return f"http://127.0.0.1:{mode['port']}/v2/stream/recentchange"
-
-    def run(self, *args: str) -> tuple[int, str, str]:
-        result = run_cli(self.env, *args)
-        return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -115,18 +103,6 @@ def wait_for_all_events(stack: ReplayStack) -> None:
         raise AssertionError(
             f"{total_events(stack.settings)} of {expected} events aggregated; worker log:\n{logs}"
         )
-
-
-def worker_connected(stack: ReplayStack) -> bool:
-    """Whether the worker's /health says it is connected to its stream."""
-    url = f"http://127.0.0.1:{stack.env['APP_WEB_PORT']}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return bool(json.load(response)["connected"])
-    except urllib.error.HTTPError as error:  # 503: running, not healthy (no recent event)
-        return bool(json.load(error)["connected"])
-    except (OSError, ValueError):
-        return False
 
 
 def freshness_line(output: str) -> str:
