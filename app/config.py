@@ -26,9 +26,10 @@ from typing import Any, get_origin
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from app.settings import DEVELOPMENT, Settings, parse_duration, spark_interval
+from app.clients import PRIVATE_KEY_KINDS, pem_blocks
+from app.settings import DEVELOPMENT, PRODUCTION, Settings, parse_duration, spark_interval
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEFAULTS_FILE = CONF_DIR / "conf.yaml"
@@ -73,6 +74,11 @@ KEYS: dict[tuple[str, ...], Any] = _leaf_annotations(Settings)
 def env_var_name(path: tuple[str, ...]) -> str:
     return "_".join(path).upper()
 
+
+#: The secrets: read from the environment or .env only, refused in a YAML file.
+SECRET_KEYS: tuple[tuple[str, ...], ...] = tuple(
+    path for path, annotation in KEYS.items() if annotation is SecretStr
+)
 
 #: Environment variable -> key path, e.g. "SPARK_WINDOWING_DURATION" -> ("spark", ...).
 ENV_VARS: dict[str, tuple[str, ...]] = {env_var_name(path): path for path in KEYS}
@@ -159,6 +165,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def _secrets_in_yaml(layers: _Layered) -> list[str]:
+    """A problem for each secret a YAML file sets (its value is dropped, never shown)."""
+    problems = []
+    for path in SECRET_KEYS:
+        value = _lookup(layers.values, path)
+        if value in (None, ""):
+            continue
+        problems.append(
+            f"{dotted(path)} (from {layers.source_of(path)}): a secret is never read from a "
+            f"YAML file; set {env_var_name(path)} in the environment or in .env"
+        )
+        layers.set(path, "", f"{layers.source_of(path)} (refused)")
+    return problems
+
+
 def _profile_file(environment: str, environ: Mapping[str, str]) -> Path | None:
     directories = [Path(environ[CONFIG_DIR_VAR])] if environ.get(CONFIG_DIR_VAR) else []
     directories.append(CONF_DIR)
@@ -242,6 +263,166 @@ def _semantic_problems(settings: Settings, layers: _Layered) -> list[str]:
     return problems
 
 
+def _problem(layers: _Layered, path: tuple[str, ...], value: Any, reason: str) -> str:
+    """``key = value (from source): reason``, the value masked if it is a secret."""
+    source = layers.source_of(path)
+    where = f" (from {source})" if source else ""
+    return f"{dotted(path)} = {_describe(value, path)}{where}: {reason}"
+
+
+def _pem_file_problem(path: Path, kinds: tuple[str, ...], what: str) -> str | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as error:
+        return f"cannot read it ({error.strerror})"
+    if not pem_blocks(text, *kinds):
+        return f"no {what} in it (PEM, -----BEGIN {kinds[0]}-----)"
+    return None
+
+
+def _security_problems(settings: Settings, layers: _Layered) -> list[str]:
+    """Kafka SASL/SSL and PostgreSQL TLS settings that cannot work together."""
+    problems = []
+    kafka = settings.kafka
+    protocol = kafka.security_protocol
+    sasl, files = kafka.sasl, kafka.ssl
+    for name, value in (("username", sasl.username), ("password", sasl.password)):
+        path = ("kafka", "sasl", name)
+        given = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if kafka.uses_sasl and not given:
+            problems.append(
+                f"{dotted(path)} is empty (kafka.security_protocol={protocol!r}): set "
+                f"{env_var_name(path)} in the environment or in .env"
+            )
+        elif given and not kafka.uses_sasl:
+            problems.append(
+                _problem(
+                    layers,
+                    path,
+                    given,
+                    f"kafka.security_protocol={protocol!r} sends no credentials: use "
+                    "SASL_SSL (or SASL_PLAINTEXT), or leave it empty",
+                )
+            )
+    pem_kinds = {
+        "cafile": (("CERTIFICATE",), "certificate"),
+        "certfile": (("CERTIFICATE",), "certificate"),
+        "keyfile": (PRIVATE_KEY_KINDS, "unencrypted PKCS#8 private key"),
+    }
+    for name, (kinds, what) in pem_kinds.items():
+        path = ("kafka", "ssl", name)
+        value = getattr(files, name)
+        if not value:
+            continue
+        wrong: str | None = (
+            f"kafka.security_protocol={protocol!r} uses no TLS: use SSL or SASL_SSL"
+            if not kafka.uses_ssl
+            else _pem_file_problem(Path(value), kinds, what)
+        )
+        if wrong:
+            problems.append(_problem(layers, path, value, wrong))
+    if kafka.uses_ssl and files.keyfile and not files.certfile:
+        problems.append(
+            _problem(
+                layers,
+                ("kafka", "ssl", "keyfile"),
+                files.keyfile,
+                "a key without its certificate: set kafka.ssl.certfile too",
+            )
+        )
+    if kafka.uses_ssl and files.certfile and not files.keyfile:
+        keyless = _pem_file_problem(Path(files.certfile), PRIVATE_KEY_KINDS, "private key")
+        if keyless:
+            problems.append(
+                _problem(
+                    layers,
+                    ("kafka", "ssl", "certfile"),
+                    files.certfile,
+                    f"{keyless}: set kafka.ssl.keyfile to the certificate's unencrypted PKCS#8 "
+                    "key (openssl pkcs8 -topk8 -nocrypt converts others)",
+                )
+            )
+    rootcert = settings.postgres.sslrootcert
+    if rootcert and rootcert != "system":
+        unreadable = _pem_file_problem(Path(rootcert), ("CERTIFICATE",), "certificate")
+        if unreadable:
+            problems.append(_problem(layers, ("postgres", "sslrootcert"), rootcert, unreadable))
+    return problems
+
+
+#: Values anyone can read in conf.yaml, .env.example or the seed's README.
+DEVELOPMENT_PASSWORDS = frozenset({"wiki_password", "change-me"})
+DEVELOPMENT_USERS = frozenset({"wiki_user"})
+WEAK_SSLMODES = frozenset({"disable", "allow", "prefer"})
+UNENCRYPTED_KAFKA = frozenset({"PLAINTEXT", "SASL_PLAINTEXT"})
+
+
+def _development_defaults(settings: Settings, layers: _Layered) -> list[str]:
+    """ENVIRONMENT=prod refuses what only suits a developer's machine, naming each key."""
+    problems = []
+    kafka, pg = settings.kafka, settings.postgres
+    if pg.password.get_secret_value() in DEVELOPMENT_PASSWORDS:
+        problems.append(
+            _problem(
+                layers,
+                ("postgres", "password"),
+                pg.password,
+                "a published development password; set POSTGRES_PASSWORD to a secret one",
+            )
+        )
+    if pg.user in DEVELOPMENT_USERS:
+        problems.append(
+            _problem(
+                layers,
+                ("postgres", "user"),
+                pg.user,
+                "the development user; give production its own (POSTGRES_USER)",
+            )
+        )
+    if pg.sslmode in WEAK_SSLMODES:
+        problems.append(
+            _problem(
+                layers,
+                ("postgres", "sslmode"),
+                pg.sslmode,
+                "an unencrypted connection is possible; use require, verify-ca or verify-full",
+            )
+        )
+    if kafka.security_protocol in UNENCRYPTED_KAFKA:
+        problems.append(
+            _problem(
+                layers,
+                ("kafka", "security_protocol"),
+                kafka.security_protocol,
+                "unencrypted; use SASL_SSL (or SSL with a client certificate)",
+            )
+        )
+    local = (
+        (kafka.runs_locally, kafka.managed, ("kafka", "bootstrap_servers"), "broker", "brokers"),
+        (pg.runs_locally, pg.managed, ("postgres", "host"), "PostgreSQL server", "server"),
+    )
+    for runs_locally, managed, address, what, theirs in local:
+        if not runs_locally:
+            continue
+        section = address[0]
+        if managed is True:
+            path: tuple[str, ...] = (section, "managed")
+            value: Any = True
+        else:
+            path, value = address, _lookup(layers.values, address)
+        problems.append(
+            _problem(
+                layers,
+                path,
+                value,
+                f"./infra/wikipulse would run its local single-node development {what}; point "
+                f"{dotted(address)} at your {theirs} ({env_var_name(address)}), or set "
+                f"{section}.managed=false if you run the {theirs} on this host yourself",
+            )
+        )
+    return problems
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | str | None = None
 ) -> Settings:
@@ -256,12 +437,14 @@ def load_settings(
 
     layers = _Layered()
     layers.merge_tree(_read_yaml(DEFAULTS_FILE), f"defaults {DEFAULTS_FILE.name}")
+    problems = _secrets_in_yaml(layers)
 
     environment = environ.get("ENVIRONMENT") or dotenv.get("ENVIRONMENT")
     environment = environment or str(layers.values.get("environment") or DEVELOPMENT)
     profile = _profile_file(environment.strip(), environ)
     if profile is not None:
         layers.merge_tree(_read_yaml(profile), f"profile {profile.name}")
+        problems += _secrets_in_yaml(layers)
 
     for origin, variables in ((f"{env_file.name} file", dotenv), ("environment", environ)):
         for table in (ENV_ALIASES, ENV_VARS):
@@ -273,8 +456,11 @@ def load_settings(
     try:
         settings = Settings.model_validate(layers.values)
     except ValidationError as error:
-        raise ConfigError(_problems_from(error, layers)) from None
-    problems = _semantic_problems(settings, layers)
+        raise ConfigError(problems + _problems_from(error, layers)) from None
+    problems += _semantic_problems(settings, layers)
+    problems += _security_problems(settings, layers)
+    if settings.environment == PRODUCTION:
+        problems += _development_defaults(settings, layers)
     if problems:
         raise ConfigError(problems)
     return settings

@@ -39,6 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
+from app.clients import aiokafka_options
 from app.contract import (
     HEADER_RECEIVED_AT,
     HEADER_SCHEMA,
@@ -106,10 +107,14 @@ def received_at(headers: dict[str, bytes]) -> datetime:
 class DedupState:
     """The event ids one raw partition has seen within the window, and their changelog."""
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, max_ids: int | None = None) -> None:
         self.window = window
+        self.max_ids = max_ids
         self.first_seen: dict[str, float] = {}  # event id -> processing time (epoch s)
         self.batches: dict[bytes, tuple[float, list[str]]] = {}  # changelog key -> (t, ids)
+        #: Batches forgotten early to stay under ``max_ids``, not yet tombstoned.
+        self.evicted: list[bytes] = []
+        self._warned = 0.0
 
     def seen(self, event_id: str, now: float) -> bool:
         """Whether the id was seen within the window before ``now`` (expired entries that are
@@ -124,6 +129,35 @@ class DedupState:
         self.batches[key] = (at, ids)
         for event_id in ids:
             self.first_seen[event_id] = at
+        self._cap()
+
+    def _cap(self) -> None:
+        """Forget the oldest batches while more than ``max_ids`` ids are kept (memory stays
+        bounded under a flood: the window is shortened instead, and a warning says so)."""
+        if self.max_ids is None or len(self.first_seen) <= self.max_ids:
+            return
+        while len(self.first_seen) > self.max_ids and len(self.batches) > 1:
+            key = next(iter(self.batches))
+            self.remove(key)
+            self.evicted.append(key)
+        now = time.time()
+        if now - self._warned >= 60.0:
+            self._warned = now
+            oldest = next(iter(self.batches.values()))[0]
+            log.warning(
+                "dedup: more than ingestion.dedup.max_ids = %d ids within the window: the "
+                "oldest are forgotten (the window is %.0f s instead of %.0f s)",
+                self.max_ids,
+                now - oldest,
+                self.window,
+            )
+
+    def tombstoned(self, keys: Iterable[bytes]) -> None:
+        """Once a batch carrying tombstones for ``keys`` is committed."""
+        done = set(keys)
+        for key in done:
+            self.remove(key)
+        self.evicted = [key for key in self.evicted if key not in done]
 
     def remove(self, key: bytes) -> None:
         at, ids = self.batches.pop(key, (0.0, []))
@@ -271,11 +305,10 @@ def plan_batch(
     if batch.new_ids:
         value = orjson.dumps({"t": now, "ids": batch.new_ids})
         batch.outputs.append(Output(topics.changelog, batch.changelog_key, value, (), partition))
-    if purge:
-        batch.expired = state.expired(now)
-        batch.outputs.extend(
-            Output(topics.changelog, key, None, (), partition) for key in batch.expired
-        )
+    batch.expired = [*(state.expired(now) if purge else ()), *state.evicted]
+    batch.outputs.extend(
+        Output(topics.changelog, key, None, (), partition) for key in batch.expired
+    )
     return batch
 
 
@@ -304,7 +337,8 @@ class Normalizer:
     # -- clients --
 
     def _common(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.settings.kafka.bootstrap_servers}
+        """Brokers and security (SASL/SSL) of every client: :func:`app.clients.aiokafka_options`."""
+        return aiokafka_options(self.settings.kafka)
 
     def _producer(self, partition: int) -> AIOKafkaProducer:
         kafka = self.settings.kafka
@@ -321,10 +355,35 @@ class Normalizer:
             max_request_size=kafka.max_message_bytes,
         )
 
+    def _admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(
+            **self._common(), client_id=f"{self.settings.kafka.client_id}-admin"
+        )
+
+    def _restore_reader(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self._common(),
+            client_id=f"{self.settings.kafka.client_id}-dedup-restore",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        """The raw topic's consumer, in the normalizer's group."""
+        return AIOKafkaConsumer(
+            **self._common(),
+            client_id=f"{self.settings.kafka.client_id}-normalizer",
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=max(4 << 20, self.settings.kafka.max_message_bytes),
+        )
+
     async def ensure_changelog(self) -> None:
         """Create the compacted dedup changelog, partitioned like the raw topic, if missing."""
         kafka = self.settings.kafka
-        admin = AIOKafkaAdminClient(**self._common(), client_id=f"{kafka.client_id}-admin")
+        admin = self._admin()
         await admin.start()
         try:
             topic = NewTopic(
@@ -340,14 +399,9 @@ class Normalizer:
 
     async def restore(self, partition: int) -> DedupState:
         """Read one changelog partition from its beginning to its end (committed records)."""
-        state = DedupState(self.window)
+        state = DedupState(self.window, self.settings.ingestion.dedup.max_ids)
         tp = TopicPartition(self.topics.changelog, partition)
-        reader = AIOKafkaConsumer(
-            **self._common(),
-            client_id=f"{self.settings.kafka.client_id}-dedup-restore",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
+        reader = self._restore_reader()
         await reader.start()
         try:
             reader.assign([tp])
@@ -391,15 +445,7 @@ class Normalizer:
 
     async def run(self) -> None:
         await self.ensure_changelog()
-        consumer = AIOKafkaConsumer(
-            **self._common(),
-            client_id=f"{self.settings.kafka.client_id}-normalizer",
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=max(4 << 20, self.settings.kafka.max_message_bytes),
-        )
+        consumer = self._consumer()
         self.consumer = consumer
         normalizer = self
 
@@ -461,10 +507,9 @@ class Normalizer:
                         )
                         await self._drop_producer(tp.partition)
                     else:
+                        state.tombstoned(batch.expired)
                         if batch.new_ids:
                             state.add(batch.changelog_key, now, batch.new_ids)
-                        for key in batch.expired:
-                            state.remove(key)
                         if purge:
                             self._last_purge[tp.partition] = now
                         self.on_committed(batch)

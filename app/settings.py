@@ -16,6 +16,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, f
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT = "development"
+#: The profile that refuses the development defaults (app.config).
+PRODUCTION = "prod"
 
 # --------------------------------------------------------------------------------------------
 # Value types
@@ -107,6 +109,7 @@ class BackoffSettings(_Section):
 
 class DedupSettings(_Section):
     window: Duration
+    max_ids: PositiveInt
 
 
 class IngestionSettings(_Section):
@@ -160,6 +163,22 @@ class LocalKafkaSettings(_Section):
     heap: MemorySize
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class SaslSettings(_Section):
+    mechanism: SaslMechanism
+    username: str
+    password: SecretStr
+
+
+class KafkaSslSettings(_Section):
+    cafile: str
+    certfile: str
+    keyfile: str
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: NonEmpty
     client_id: NonEmpty
@@ -170,6 +189,17 @@ class KafkaSettings(_Section):
     max_message_bytes: PositiveInt
     managed: Literal["auto"] | bool
     local: LocalKafkaSettings
+    security_protocol: KafkaSecurityProtocol
+    sasl: SaslSettings
+    ssl: KafkaSslSettings
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol.endswith("SSL")
 
     @property
     def runs_locally(self) -> bool:
@@ -240,6 +270,7 @@ class PostgresSettings(_Section):
     user: NonEmpty
     password: SecretStr
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+    sslrootcert: str
     managed: Literal["auto"] | bool
     retention_days: PositiveInt
     pool: PoolSettings
@@ -251,36 +282,19 @@ class PostgresSettings(_Section):
             return bool(self.managed)
         return _is_loopback(self.host)
 
+    # The connection options are built in app/clients.py (one place for every client).
+
     def libpq_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``psycopg2.connect``."""
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "user": self.user,
-            "sslmode": self.sslmode,
-            "application_name": "wikipulse",
-        }
-        if self.password.get_secret_value():
-            params["password"] = self.password.get_secret_value()
-        return params
+        """Keyword arguments for ``psycopg2.connect``: :func:`app.clients.libpq_params`."""
+        from app.clients import libpq_params
+
+        return libpq_params(self)
 
     def sqlalchemy_url(self) -> Any:
-        """A ``sqlalchemy.engine.URL`` (password escaped, never rendered in logs)."""
-        from sqlalchemy.engine import URL
+        """A ``sqlalchemy.engine.URL``: :func:`app.clients.sqlalchemy_url`."""
+        from app.clients import sqlalchemy_url
 
-        return URL.create(
-            "postgresql+psycopg2",
-            username=self.user,
-            password=self.password.get_secret_value() or None,
-            host=self.host,
-            port=self.port,
-            database=self.database,
-            query={"sslmode": self.sslmode, "application_name": "wikipulse"},
-        )
-
-    def jdbc_url(self) -> str:
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}?sslmode={self.sslmode}"
+        return sqlalchemy_url(self)
 
 
 class WebSettings(_Section):

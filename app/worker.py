@@ -22,6 +22,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from app.clients import aiokafka_options, faust_broker_options
 from app.config import Settings, get_settings
 from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID
 from app.metrics import WorkerMetrics
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Room for a raw record's headers and batch framing below kafka.max_message_bytes.
 RECORD_OVERHEAD = 64 * 1024
 HEADER_TRUNCATED_FROM = "truncated-from"
+#: How often a worker checks whether it is the leader (and so holds the SSE connection).
+LEADERSHIP_POLL_INTERVAL = 1.0
 #: Faust's consumer group session (seconds): how soon a dead worker's leader role moves on.
 WORKER_SESSION_TIMEOUT = 15.0
 
@@ -46,10 +49,12 @@ class HealthState:
     last_event_time: float | None = None
 
     ingesting: bool = True  # False: a normalizer-only worker (no SSE), healthy while it runs
+    #: Whether this worker holds the SSE connection (the Faust leader); None: not known yet.
+    leader: bool | None = None
 
     def healthy(self, timeout: float, now: float | None = None) -> bool:
-        if not self.ingesting:
-            return True
+        if not self.ingesting or self.leader is False:
+            return True  # normalizing only; the leader follows the stream
         now = time.time() if now is None else now
         recent = [t for t in (self.last_received, self.last_canary) if t is not None]
         return self.connected and bool(recent) and now - max(recent) <= timeout
@@ -74,7 +79,7 @@ class Worker:
         # topic itself (the normalizer has its own consumer group and transactions).
         self.app = faust.App(
             settings.app.id,
-            broker=[f"kafka://{host}:{port}" for host, port in settings.kafka.servers],
+            **faust_broker_options(settings.kafka),  # broker, broker_credentials
             broker_client_id=f"{settings.kafka.client_id}-worker",
             # A SIGKILLed worker's successor waits this long for the leader role, at most.
             broker_session_timeout=WORKER_SESSION_TIMEOUT,
@@ -96,7 +101,7 @@ class Worker:
         app = self.app
         if self.settings.ingestion.enabled:
             # On the leader only: one SSE connection per deployment, however many workers.
-            app.task(self.ingest, on_leader=True)
+            app.task(self.follow_leadership)
         app.task(self.normalizer.run)
 
         # Faust makes a View class of each function; it is called with the view and request.
@@ -107,7 +112,8 @@ class Worker:
             body = self.health_report()
             return view.json(body, status=200 if body["healthy"] else 503)
 
-        app.page("/metrics")(metrics)
+        if self.settings.monitoring.enabled:
+            app.page("/metrics")(metrics)
         app.page("/health")(health)
 
     def health_report(self) -> dict[str, Any]:
@@ -115,6 +121,7 @@ class Worker:
         return {
             "healthy": self.health.healthy(timeout),
             "connected": self.health.connected,
+            "leader": self.health.leader,
             "last_received": self.health.last_received,
             "last_canary": self.health.last_canary,
             "last_event_time": self.health.last_event_time,
@@ -123,6 +130,36 @@ class Worker:
 
     # ---- ingest: SSE -> raw -----------------------------------------------------------------
 
+    async def follow_leadership(self) -> None:
+        """Run :meth:`ingest` while this worker is the Faust leader: one SSE connection per
+        deployment, and when the leader leaves, the worker elected next takes the stream over
+        (resuming after the last event durably in the raw topic)."""
+        ingesting: asyncio.Task[None] | None = None
+        try:
+            while True:
+                leader = self.app.is_leader()
+                if leader != self.health.leader:
+                    log.info("ingest: %s", "leader: following the stream" if leader else
+                             "not the leader: normalizing only")  # fmt: skip
+                self.health.leader = leader
+                if leader and (ingesting is None or ingesting.done()):
+                    if (
+                        ingesting is not None
+                        and not ingesting.cancelled()
+                        and ingesting.exception()
+                    ):
+                        log.error("ingest: stopped (%r); starting again", ingesting.exception())
+                    ingesting = asyncio.ensure_future(self.ingest())
+                elif not leader and ingesting is not None:
+                    await _cancel(ingesting)
+                    ingesting = None
+                    self.health.connected = False
+                    self.metrics.connected.set(0)
+                await asyncio.sleep(LEADERSHIP_POLL_INTERVAL)
+        finally:
+            if ingesting is not None:
+                await _cancel(ingesting)
+
     async def last_raw_sse_id(self) -> str | None:
         """The SSE id of the newest record in the raw topic (what Last-Event-ID resumes from)."""
         return await read_last_sse_id(self.settings)
@@ -130,18 +167,7 @@ class Worker:
     async def ingest(self) -> None:
         settings = self.settings
         ingestion = settings.ingestion
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            client_id=f"{settings.kafka.client_id}-ingest",
-            acks="all",
-            enable_idempotence=True,
-            compression_type=None
-            if settings.kafka.producer.compression == "none"
-            else settings.kafka.producer.compression,
-            linger_ms=settings.kafka.producer.linger_ms,
-            max_batch_size=settings.kafka.producer.batch_size,
-            max_request_size=settings.kafka.max_message_bytes,
-        )
+        producer = ingest_producer(settings)
         await producer.start()
         durable = {"id": await self.last_raw_sse_id()}
         log.info("ingest: resuming after SSE id %s", durable["id"])
@@ -232,15 +258,42 @@ class Worker:
             self.metrics.last_canary_time.set(batch.last_canary)
 
 
-async def read_last_sse_id(settings: Settings) -> str | None:
-    """The ``sse-id`` header of the newest record across the raw topic's partitions."""
-    topic = settings.kafka.topics.raw.name
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+def ingest_producer(settings: Settings) -> AIOKafkaProducer:
+    """The ingest task's producer to the raw topic (idempotent, acks from every replica)."""
+    kafka = settings.kafka
+    return AIOKafkaProducer(
+        **aiokafka_options(kafka),
+        client_id=f"{kafka.client_id}-ingest",
+        acks="all",
+        enable_idempotence=True,
+        compression_type=None
+        if kafka.producer.compression == "none"
+        else kafka.producer.compression,
+        linger_ms=kafka.producer.linger_ms,
+        max_batch_size=kafka.producer.batch_size,
+        max_request_size=kafka.max_message_bytes,
+    )
+
+
+def resume_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The reader of the raw topic's last records (no group, committed records only)."""
+    return AIOKafkaConsumer(
+        **aiokafka_options(settings.kafka),
         client_id=f"{settings.kafka.client_id}-resume",
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def read_last_sse_id(settings: Settings) -> str | None:
+    """The ``sse-id`` header of the newest record across the raw topic's partitions."""
+    topic = settings.kafka.topics.raw.name
+    consumer = resume_consumer(settings)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.kafka.topics.raw.partitions)]

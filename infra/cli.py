@@ -5,7 +5,7 @@ up [--replay [FILE] [--speed X] [--once] | --live]
                     dashboard; with --replay a local replay server of FILE for the worker)
 down [--purge]      stop what ``up`` started; --purge also deletes $WIKIPULSE_HOME
 status              each component: running or not, pid, address, health (exit 1 if down);
-                    end-to-end freshness
+                    end-to-end freshness; the consumer lag of the normalizer and the Spark job
 logs [component]    follow a component's log
 psql [args...]      psql on the configured database, arguments passed through
 test [pytest args]  the full test suite, on its own services, state and ports
@@ -110,6 +110,8 @@ def _print_status(stack: Stack) -> bool:
         _say(f"  {mark} {state.name:<9} {pid:<11} {state.address:<22} {state.detail}")
         all_up = all_up and (state.healthy or not state.required)
     _say(f"  freshness: {stack.freshness()}")
+    for line in stack.lag():
+        _say(f"  {line}")
     return all_up
 
 

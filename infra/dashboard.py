@@ -8,7 +8,16 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from infra.home import PROJECT_ROOT, Home
-from infra.processes import InfraError, ensure_port_free, read_pid, spawn, tail, terminate, wait_for
+from infra.processes import (
+    InfraError,
+    ensure_port_free,
+    pid_alive,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+    wait_for,
+)
 
 COMPONENT = "dashboard"
 APP_FILE = PROJECT_ROOT / "dashboards" / "app.py"
@@ -54,8 +63,8 @@ class LocalDashboard:
         pid = spawn(
             command, pidfile=self.home.pidfile(COMPONENT), logfile=logfile, cwd=PROJECT_ROOT
         )
-        wait_for(lambda: self.pid() is None or self.healthy(), timeout=timeout)
-        if self.pid() is None:
+        wait_for(lambda: not pid_alive(pid) or self.healthy(), timeout=timeout)
+        if not pid_alive(pid):
             raise InfraError(f"the dashboard exited during start-up ({logfile}):\n{tail(logfile)}")
         if not self.healthy():
             raise InfraError(f"the dashboard did not answer within {timeout:.0f} s")

@@ -16,12 +16,14 @@ from string import Template
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from app.clients import aiokafka_options
 from app.config import Settings
 from infra.home import INFRA_DIR, Home
 from infra.maven import fetch_jars, require_java
 from infra.processes import (
     InfraError,
     ensure_port_free,
+    pid_alive,
     port_open,
     read_pid,
     spawn,
@@ -146,10 +148,12 @@ class LocalKafka:
             logfile=logfile,
             env={**os.environ, "KAFKA_HEAP_OPTS": ""},
         )
+        # The spawned pid itself (not the marker check, which reads a command line that can
+        # be empty for a moment while the process starts).
         ready = wait_for(
-            lambda: port_open(self.host, self.port) or self.pid() is None, timeout=timeout
+            lambda: port_open(self.host, self.port) or not pid_alive(pid), timeout=timeout
         )
-        if self.pid() is None:
+        if not pid_alive(pid):
             raise InfraError(
                 f"the Kafka broker exited during start-up; its last output ({logfile}):\n"
                 + tail(logfile)
@@ -206,7 +210,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 async def _ensure_topics(settings: Settings) -> list[str]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **aiokafka_options(settings.kafka),
         client_id=f"{settings.kafka.client_id}-admin",
         request_timeout_ms=30000,
     )
@@ -234,9 +238,7 @@ def ensure_topics(settings: Settings) -> list[str]:
 
 
 async def _list_topics(settings: Settings) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=5000
-    )
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka), request_timeout_ms=5000)
     await admin.start()
     try:
         return sorted(await admin.list_topics())

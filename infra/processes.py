@@ -49,9 +49,12 @@ def read_pid(pidfile: Path, marker: str) -> int | None:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    if pid_alive(pid) and marker in cmdline(pid):
-        return pid
-    return None
+    if not pid_alive(pid):
+        return None
+    # A process that has just started can show an empty command line for a moment: it is ours
+    # (a recycled pid would show its own command line).
+    line = cmdline(pid)
+    return pid if not line or marker in line else None
 
 
 def spawn(

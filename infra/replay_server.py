@@ -24,6 +24,7 @@ from infra.home import INFRA_DIR, PROJECT_ROOT, Home
 from infra.processes import (
     InfraError,
     free_port,
+    pid_alive,
     port_open,
     read_pid,
     spawn,
@@ -270,8 +271,10 @@ class LocalReplay:
             logfile=self.logfile,
             cwd=PROJECT_ROOT,
         )
-        wait_for(lambda: self.pid() is None or self.healthy(mode.port), timeout=timeout)
-        if self.pid() is None:
+        # The child's own pid, not the marker check: until it has exec'd, its command line is
+        # still its parent's.
+        wait_for(lambda: not pid_alive(pid) or self.healthy(mode.port), timeout=timeout)
+        if not pid_alive(pid):
             raise InfraError(
                 f"the replay server exited during start-up ({self.logfile}):\n"
                 f"{tail(self.logfile, 20)}"

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import psycopg2
 
+from app.clients import libpq_params
 from app.config import Settings
 from infra.home import Home
-from infra.processes import InfraError, read_pid, spawn, tail, terminate, wait_for
+from infra.processes import InfraError, pid_alive, read_pid, spawn, tail, terminate, wait_for
 
 COMPONENT = "spark"
 STARTED = b"query wikipulse_aggregates started"
@@ -46,8 +47,8 @@ class LocalSparkJob:
                 log.seek(offset)
                 return STARTED in log.read()
 
-        wait_for(lambda: self.pid() is None or started(), timeout=timeout, interval=1.0)
-        if self.pid() is None:
+        wait_for(lambda: not pid_alive(pid) or started(), timeout=timeout, interval=1.0)
+        if not pid_alive(pid):
             raise InfraError(
                 f"the Spark job exited during start-up ({logfile}):\n{tail(logfile, 30)}"
             )
@@ -66,7 +67,7 @@ class LocalSparkJob:
     def last_batch(self) -> str:
         """The newest pipeline_batches row, for `status`."""
         try:
-            with psycopg2.connect(**self.settings.postgres.libpq_params(), connect_timeout=3) as c:
+            with psycopg2.connect(**libpq_params(self.settings.postgres), connect_timeout=3) as c:
                 cursor = c.cursor()
                 cursor.execute(
                     "SELECT batch_id, committed_at, rows_written, duration_ms,"

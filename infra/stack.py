@@ -19,10 +19,12 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
+from app.clients import libpq_params, sqlalchemy_url
 from app.config import Settings
 from infra.dashboard import LocalDashboard
 from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics
+from infra.lag import consumer_lag, status_lines
 from infra.postgres import LocalPostgres, psql_command
 from infra.processes import InfraError, port_open, wait_for
 from infra.replay_server import LocalReplay, ReplayMode, clear_mode, load_mode, save_mode
@@ -80,7 +82,7 @@ def schema_revision(settings: Settings) -> tuple[str | None, str | None]:
     """(current revision of the database, head revision of the code)."""
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
     engine = create_engine(
-        settings.postgres.sqlalchemy_url(), pool_pre_ping=True, connect_args={"connect_timeout": 3}
+        sqlalchemy_url(settings.postgres), pool_pre_ping=True, connect_args={"connect_timeout": 3}
     )
     try:
         with engine.connect() as connection:
@@ -296,7 +298,7 @@ class Stack:
         """(event time, age in seconds) of the newest event the Spark job has written to
         PostgreSQL (``pipeline_batches.max_event_time``); None before the first.
         Raises psycopg2.Error when the database cannot answer."""
-        connection = psycopg2.connect(**self.settings.postgres.libpq_params(), connect_timeout=3)
+        connection = psycopg2.connect(**libpq_params(self.settings.postgres), connect_timeout=3)
         try:
             with connection, connection.cursor() as cursor:
                 cursor.execute(
@@ -338,6 +340,13 @@ class Stack:
                 received = format_age(now - float(report["last_received"]))
                 lag += f" (last event received {received} ago)"
         return f"{stored}; {lag}"
+
+    def lag(self) -> list[str]:
+        """One line per reader of Kafka (the normalizer's group, the Spark job's checkpoint):
+        how far behind the end of its topic it is (:mod:`infra.lag`)."""
+        if self.kafka_is_local and self.kafka.pid() is None:
+            return ["lag: unknown (Kafka is not running)"]
+        return status_lines(consumer_lag(self.settings))
 
     def _dashboard_state(self) -> ComponentState:
         pid = self.dashboard.pid()

@@ -13,7 +13,16 @@ from typing import Any
 
 from app.config import Settings
 from infra.home import Home
-from infra.processes import InfraError, ensure_port_free, read_pid, spawn, tail, terminate, wait_for
+from infra.processes import (
+    InfraError,
+    ensure_port_free,
+    pid_alive,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+    wait_for,
+)
 
 COMPONENT = "worker"
 
@@ -95,8 +104,8 @@ class LocalWorker:
         pid = spawn(command, pidfile=self.home.pidfile(self.name), logfile=logfile, env=env)
         url = replay_url or self.settings.ingestion.wikimedia.url
         self.source_file.write_text(json.dumps({"url": url, "replay": replay_url is not None}))
-        wait_for(lambda: self.pid() is None or self.health() is not None, timeout=timeout)
-        if self.pid() is None:
+        wait_for(lambda: not pid_alive(pid) or self.health() is not None, timeout=timeout)
+        if not pid_alive(pid):
             raise InfraError(f"the worker exited during start-up ({logfile}):\n{tail(logfile, 30)}")
         if self.health() is None:
             raise InfraError(f"the worker's web server did not answer within {timeout:.0f} s")

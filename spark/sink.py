@@ -19,6 +19,7 @@ makes them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
+from app.clients import libpq_params
 from app.contract import WIKI_ACTIVITY_COUNTERS
 from app.settings import PostgresSettings
 from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
@@ -38,9 +40,10 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Rows per INSERT statement (execute_values pages).
 PAGE_SIZE = 5000
-#: Waits between attempts when PostgreSQL is unreachable (then the batch fails, and Spark
-#: runs it again when the job restarts).
-RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+#: Waits between attempts when PostgreSQL is unreachable: ~2 minutes in all, so a restart or a
+#: short outage of the database passes unnoticed. Then the batch fails, the job stops, and
+#: Spark runs the batch again from its checkpoint when the job is started again (`up`).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0)
 
 UserRow = tuple[datetime, datetime, str, int]
 WikiRow = tuple[datetime, datetime, str, int, int, int, int, int, int, int]
@@ -189,12 +192,15 @@ class PostgresSink:
     ) -> None:
         self.query_name = query_name
         self._params = {
-            **postgres.libpq_params(),
+            **libpq_params(postgres),  # host, credentials, sslmode, sslrootcert
             "application_name": application_name,
             "connect_timeout": 10,
         }
         self._retry_delays = tuple(retry_delays)
         self._connection: psycopg2.extensions.connection | None = None
+        # One connection, used from more than one thread (foreachBatch, the progress
+        # listener's callbacks, the job's reconcile at the end): one statement at a time.
+        self._lock = threading.RLock()
 
     # -- connection --
 
@@ -204,17 +210,19 @@ class PostgresSink:
         return self._connection
 
     def close(self) -> None:
-        if self._connection is not None and not self._connection.closed:
-            self._connection.close()
-        self._connection = None
+        with self._lock:
+            if self._connection is not None and not self._connection.closed:
+                self._connection.close()
+            self._connection = None
 
     def _transaction(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
         """Run ``work`` in one transaction; on a lost connection reconnect and run it again."""
         for attempt, delay in enumerate((*self._retry_delays, None)):
             try:
-                connection = self._connect()
-                with connection, connection.cursor() as cursor:
-                    return work(cursor)
+                with self._lock:
+                    connection = self._connect()
+                    with connection, connection.cursor() as cursor:
+                        return work(cursor)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 self.close()
                 if delay is None:

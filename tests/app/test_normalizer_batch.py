@@ -108,10 +108,9 @@ def test_filters(topics: Topics) -> None:
 
 def apply(state: DedupState, batch: Batch) -> None:
     """What the normalizer does once a batch is committed."""
+    state.tombstoned(batch.expired)
     if batch.new_ids:
         state.add(batch.changelog_key, batch.processed_at, batch.new_ids)
-    for key in batch.expired:
-        state.remove(key)
 
 
 def replay_changelog(batches: list[Batch], topics: Topics) -> DedupState:
@@ -171,3 +170,34 @@ def test_a_committed_batch_updates_metrics_and_health(topics: Topics) -> None:
     }  # fmt: skip
     assert worker.health.last_canary == NOW
     assert worker.health.last_event_time == orjson.loads(valid)["timestamp"]
+
+
+def test_a_flood_forgets_the_oldest_ids_first_and_memory_stays_bounded(
+    topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = list(lines(CURRENT)[:60])
+    state = DedupState(WINDOW, max_ids=45)
+    batches = []
+    for first in (0, 20, 40):
+        batch = plan(topics, state, events[first : first + 20], first=first, now=NOW + first)
+        apply(state, batch)
+        batches.append(batch)
+    # 60 ids seen, 45 at most kept: the first batch (the oldest) is forgotten, with a warning.
+    assert len(state) == 40 and state.evicted == [b"0:0"]
+    assert "ingestion.dedup.max_ids = 45" in caplog.text
+    assert not state.seen(event_id(events[0]), NOW + 60)
+    assert state.seen(event_id(events[20]), NOW + 60)
+    # The next batch tombstones it in the changelog (and repeats of it are new again).
+    again = plan(topics, state, events[:1], first=60, now=NOW + 61)
+    assert again.outcomes == Counter({Outcome.VALID: 1})
+    assert again.expired == [b"0:0"]
+    assert [(o.key, o.value) for o in again.outputs if o.value is None] == [(b"0:0", None)]
+    apply(state, again)
+    assert state.evicted == []
+    # Read back from the changelog, the cap holds too.
+    restored = DedupState(WINDOW, max_ids=45)
+    for batch in [*batches, again]:
+        for out in batch.outputs:
+            if out.topic == topics.changelog:
+                restored.restore(out.key, out.value)
+    assert len(restored) <= 45 and restored.first_seen == state.first_seen

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from app.config import Settings, load_settings
 from app.contract import HEADER_SCHEMA_VERSION, HEADER_SSE_ID, RecentChange
 from app.replay import ReplayOptions
 from infra.kafka import ensure_topics
+from infra.processes import free_port
 from infra.stack import Stack
 from tests.app.bad_input import corpus
 from tests.harness import (
@@ -28,6 +30,7 @@ from tests.harness import (
     read_topic,
     running_worker,
     wait_until,
+    worker_health,
 )
 from tests.realdata import CURRENT, lines
 
@@ -68,8 +71,10 @@ def test_exactly_once_through_drops_malformed_frames_and_a_sigkill(
     expected_ids = {orjson.loads(e)["meta"]["id"] for e in events}
     end = len(events) + len(events) // (MALFORMED_EVERY - 1)
     malformed = sum(1 for p in range(end) if (p + 1) % MALFORMED_EVERY == 0)
+    # 2× the recorded pace (~5 s in all): slow enough for the kill to land mid-stream on a
+    # loaded machine.
     options = ReplayOptions(
-        speed=20.0, drop_every=37, malformed_every=MALFORMED_EVERY, hold_open=True
+        speed=2.0, drop_every=37, malformed_every=MALFORMED_EVERY, hold_open=True
     )
     with ReplayThread(events, options) as replay:
         env = pipeline_environment(stack_env, replay.url)
@@ -229,3 +234,54 @@ def test_bad_input_is_dead_lettered_and_the_typed_topic_can_be_rebuilt(
     rebuilt = topics(rebuilt_settings)
     assert sorted(r.value for r in rebuilt["typed"]) == sorted(r.value for r in records["typed"])
     assert len(rebuilt["dead_letter"]) == len(bad)
+
+
+def test_another_worker_takes_the_stream_over_when_the_leader_dies(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    events = list(lines(CURRENT))
+    expected_ids = {orjson.loads(e)["meta"]["id"] for e in events}
+    with ReplayThread(events, ReplayOptions(speed=1.0, hold_open=True)) as replay:
+        env = pipeline_environment(stack_env, replay.url)
+        # Same app id, its own web port and data directory: a second worker of one deployment.
+        # (and without /metrics: monitoring.enabled is false).
+        env_b = {**env, "APP_WEB_PORT": str(free_port()), "WIKIPULSE_HOME": str(tmp_path / "b"),
+                 "MONITORING_ENABLED": "false"}  # fmt: skip
+        settings = load_settings(environ=env)
+        envs = {"a": env, "b": env_b}
+        workers = {name: WorkerProcess(e, tmp_path / f"{name}.log") for name, e in envs.items()}
+        for worker in workers.values():
+            worker.start()
+        try:
+
+            def roles() -> dict[str, bool | None]:
+                return {name: (worker_health(e) or {}).get("leader") for name, e in envs.items()}
+
+            wait_until(lambda: sorted(map(str, roles().values())) == ["False", "True"], 120,
+                       "one leader and one standby")  # fmt: skip
+            leader = next(name for name, is_leader in roles().items() if is_leader)
+            standby = "b" if leader == "a" else "a"
+            # The standby normalizes only and says it is healthy; one SSE connection in all.
+            assert metrics(env)  # monitoring.enabled (the default): /metrics is served
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                metrics(env_b)
+            standby_health = worker_health(envs[standby])
+            assert standby_health is not None and standby_health["healthy"]
+            assert not standby_health["connected"]
+            wait_until(lambda: typed_count(settings) >= 40, 120, "the first typed events")
+            workers[leader].kill()
+            wait_until(
+                lambda: (worker_health(envs[standby]) or {}).get("connected") is True,
+                120,
+                "the standby following the stream",
+                worker=workers[standby],
+            )
+            wait_until(lambda: typed_count(settings) >= len(events), 120, "all typed events",
+                       worker=workers[standby])  # fmt: skip
+        finally:
+            for worker in workers.values():
+                worker.stop()
+        assert replay.server.max_active <= 1, "more than one SSE connection at a time"
+    typed_ids = Counter(orjson.loads(r.value)["event_id"] for r in topics(settings)["typed"])
+    assert set(typed_ids) == expected_ids
+    assert max(typed_ids.values()) == 1, "an event doubled in the typed topic"

@@ -4,6 +4,8 @@ pipeline_batches row, reconnection, retention."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -155,6 +157,44 @@ def test_a_batch_is_one_transaction(db: Settings, sink: PostgresSink) -> None:
 
 
 @pytest.mark.integration
+def test_one_sink_is_safe_to_share_between_threads(db: Settings, sink: PostgresSink) -> None:
+    """The progress listener (Spark's callback thread) and the job's final reconcile (the main
+    thread) record progress through one sink while batches are written."""
+    rows = sink_rows({"Alice": 1}, {"enwiki": 1})
+    for batch_id in range(20):
+        sink.write_batch(batch_id, rows)
+
+    def report(batch_id: int) -> BatchProgress:
+        return BatchProgress(
+            batch_id=batch_id,
+            started_at=NOON,
+            duration_ms=batch_id,
+            input_rows=1,
+            rows_dropped_by_watermark=0,
+            max_event_time=NOON,
+            watermark=None,
+        )
+
+    errors: list[BaseException] = []
+
+    def record(batch_ids: range) -> None:
+        try:
+            for batch_id in batch_ids:
+                sink.record_progress(report(batch_id))
+                sink.write_batch(batch_id + 100, rows)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=record, args=(range(20),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert {b["batch_id"] for b in batches(db) if b["duration_ms"] is not None} == set(range(20))
+
+
+@pytest.mark.integration
 def test_progress_is_recorded_once_per_run_of_a_batch(
     db: Settings, sink: PostgresSink, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -220,12 +260,20 @@ def test_retention_deletes_what_is_older_than_the_retention(db: Settings, stack:
     assert query(db, "SELECT window_start FROM wiki_activity") == [(recent,)]
     assert [b["batch_id"] for b in batches(db)] == [3]
     assert delete_expired(db.postgres, now=now) == dict.fromkeys(deleted, 0)
-    with stack.postgres.admin(db.postgres.database) as cursor:  # nothing left locked or open
-        cursor.execute(
-            sql.SQL(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                "AND application_name = 'wikipulse-retention'"
-            ),
-            (db.postgres.database,),
-        )
-        assert cursor.fetchone() == (0,)
+
+    def retention_connections() -> int:
+        with stack.postgres.admin(db.postgres.database) as cursor:
+            cursor.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                    "AND application_name = 'wikipulse-retention'"
+                ),
+                (db.postgres.database,),
+            )
+            return cursor.fetchone()[0]
+
+    # Nothing left open (a job stopped by an earlier test may take a moment to close its own).
+    deadline = time.monotonic() + 15
+    while retention_connections() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert retention_connections() == 0
