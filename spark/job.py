@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # spark-submit spark/job.py: import from the proj
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -129,7 +130,12 @@ def submit_command(settings: Settings, *job_args: str) -> tuple[list[str], dict[
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command += [str(JOB_FILE), *job_args]
-    return command, {"PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
+    env = {"PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
+    if settings.spark.master.startswith("local") and "SPARK_LOCAL_IP" not in os.environ:
+        # On one machine the driver (and its UI on 4040) listens on loopback only, like the
+        # worker and the dashboard; on a cluster executors must reach it: set SPARK_LOCAL_IP.
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    return command, env
 
 
 # ---- the query -------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _listening(pid: int | None) -> set[str]:
     for each in (process, *process.children(recursive=True)):
         for connection in each.net_connections(kind="tcp"):
             if connection.status == psutil.CONN_LISTEN:
-                addresses.add(connection.laddr.ip)
+                addresses.add(connection.laddr.ip.removeprefix("::ffff:"))  # Java: v4-mapped
     return addresses
 
 
@@ -110,6 +110,7 @@ def pipeline(secure_services: SecureServices) -> Iterator[PipelineRun]:
             )
             run.listening["worker"] = _listening(stack.worker.pid())
             run.listening["dashboard"] = _listening(stack.dashboard.pid())
+            run.listening["spark"] = _listening(stack.spark.pid())
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 with psycopg2.connect(**libpq_params(settings.postgres)) as connection:
@@ -168,6 +169,7 @@ def test_no_password_in_any_log_or_output(pipeline: PipelineRun) -> None:
 def test_web_servers_listen_on_loopback_only(pipeline: PipelineRun) -> None:
     assert pipeline.listening["worker"] == {"127.0.0.1"}
     assert pipeline.listening["dashboard"] == {"127.0.0.1"}
+    assert pipeline.listening["spark"] == {"127.0.0.1"}  # the driver and its UI
 
 
 def test_the_secured_services_were_left_running(secure_services: SecureServices) -> None:
