@@ -14,8 +14,8 @@ from infra.processes import (
     pid_alive,
     read_pid,
     spawn,
+    stop_recorded,
     tail,
-    terminate,
     wait_for,
 )
 
@@ -71,9 +71,4 @@ class LocalDashboard:
         return pid
 
     def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout=20)
-        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=20)

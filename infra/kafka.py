@@ -27,8 +27,8 @@ from infra.processes import (
     port_open,
     read_pid,
     spawn,
+    stop_recorded,
     tail,
-    terminate,
     wait_for,
 )
 
@@ -166,12 +166,7 @@ class LocalKafka:
         return pid
 
     def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout=30)
-        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=30)
 
 
 def new_cluster_id() -> str:

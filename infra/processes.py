@@ -82,6 +82,16 @@ def spawn(
     return process.pid
 
 
+def stop_recorded(pid: int | None, pidfile: Path, *, timeout: float) -> bool:
+    """Stop a component ``up`` started (its pid read from ``pidfile``) and forget its pid;
+    False when it was not running."""
+    if pid is None:
+        return False
+    terminate(pid, timeout=timeout)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
 def terminate(pid: int, *, timeout: float = 30.0, group: bool = True) -> None:
     """SIGTERM the process (and its group), then SIGKILL what is left after ``timeout``."""
 

@@ -28,8 +28,8 @@ from infra.processes import (
     port_open,
     read_pid,
     spawn,
+    stop_recorded,
     tail,
-    terminate,
     wait_for,
 )
 
@@ -284,9 +284,4 @@ class LocalReplay:
         return pid
 
     def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout=10)
-        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=10)

@@ -10,7 +10,15 @@ import psycopg2
 from app.clients import libpq_params
 from app.config import Settings
 from infra.home import Home
-from infra.processes import InfraError, pid_alive, read_pid, spawn, tail, terminate, wait_for
+from infra.processes import (
+    InfraError,
+    pid_alive,
+    read_pid,
+    spawn,
+    stop_recorded,
+    tail,
+    wait_for,
+)
 
 COMPONENT = "spark"
 STARTED = b"query wikipulse_aggregates started"
@@ -57,12 +65,8 @@ class LocalSparkJob:
         return pid
 
     def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout=60)  # SIGTERM: the job stops after its current batch
-        self.home.pidfile(COMPONENT).unlink(missing_ok=True)
-        return True
+        # SIGTERM: the job stops after its current batch.
+        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=60)
 
     def last_batch(self) -> str:
         """The newest pipeline_batches row, for `status`."""

@@ -19,6 +19,7 @@ from infra.processes import (
     pid_alive,
     read_pid,
     spawn,
+    stop_recorded,
     tail,
     terminate,
     wait_for,
@@ -128,10 +129,6 @@ class LocalWorker:
         return stopped
 
     def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout=30)
-        self.home.pidfile(self.name).unlink(missing_ok=True)
+        stopped = stop_recorded(self.pid(), self.home.pidfile(self.name), timeout=30)
         self.source_file.unlink(missing_ok=True)
-        return True
+        return stopped

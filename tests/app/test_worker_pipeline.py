@@ -31,6 +31,7 @@ from tests.harness import (
     running_worker,
     wait_until,
     worker_health,
+    worker_metrics,
 )
 from tests.realdata import CURRENT, lines
 
@@ -50,18 +51,6 @@ def topics(settings: Settings) -> dict[str, list]:
 def typed_count(settings: Settings) -> int:
     t = settings.kafka.topics.typed
     return len(asyncio.run(read_topic(settings, t.name, t.partitions)))
-
-
-def metrics(env: dict[str, str]) -> dict[str, float]:
-    url = f"http://127.0.0.1:{env['APP_WEB_PORT']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("wikipulse_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def test_exactly_once_through_drops_malformed_frames_and_a_sigkill(
@@ -152,14 +141,17 @@ def test_outcomes_reconcile_with_duplicates_filters_and_canaries(
 
             def settled() -> bool:
                 try:
-                    return sum(metrics(env)[f'wikipulse_ingest_events_total{{outcome="{o}"}}']
-                               for o in ("valid", "dead_letter", "filtered", "duplicate",
-                                         "canary")) >= len(feed)  # fmt: skip
+                    values = worker_metrics(env)
+                    outcomes = ("valid", "dead_letter", "filtered", "duplicate", "canary")
+                    counted = sum(
+                        values[f'wikipulse_ingest_events_total{{outcome="{o}"}}'] for o in outcomes
+                    )
+                    return counted >= len(feed)
                 except OSError:
                     return False
 
             wait_until(settled, 120, "every raw record to get an outcome", worker=worker)
-            values = metrics(env)
+            values = worker_metrics(env)
             health = json.loads(
                 urllib.request.urlopen(f"http://127.0.0.1:{env['APP_WEB_PORT']}/health").read()
             )
@@ -262,9 +254,9 @@ def test_another_worker_takes_the_stream_over_when_the_leader_dies(
             leader = next(name for name, is_leader in roles().items() if is_leader)
             standby = "b" if leader == "a" else "a"
             # The standby normalizes only and says it is healthy; one SSE connection in all.
-            assert metrics(env)  # monitoring.enabled (the default): /metrics is served
+            assert worker_metrics(env)  # monitoring.enabled (the default): /metrics is served
             with pytest.raises(urllib.error.HTTPError, match="404"):
-                metrics(env_b)
+                worker_metrics(env_b)
             standby_health = worker_health(envs[standby])
             assert standby_health is not None and standby_health["healthy"]
             assert not standby_health["connected"]
