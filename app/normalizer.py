@@ -330,7 +330,6 @@ class Normalizer:
         self.window = settings.ingestion.dedup.window.total_seconds()
         self.states: dict[int, DedupState] = {}
         self.producers: dict[int, AIOKafkaProducer] = {}
-        self.consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._last_purge: dict[int, float] = {}
 
@@ -446,7 +445,6 @@ class Normalizer:
     async def run(self) -> None:
         await self.ensure_changelog()
         consumer = self._consumer()
-        self.consumer = consumer
         normalizer = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]

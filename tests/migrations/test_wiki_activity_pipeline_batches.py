@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
+from app.contract import WIKI_ACTIVITY_COUNTERS
 from infra.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -44,18 +45,7 @@ def primary_key(stack: Stack, table: str) -> str:
 
 def test_wiki_activity(stack: Stack) -> None:
     timestamp = "timestamp with time zone"
-    counters = [
-        (name, "bigint", "NO")
-        for name in (
-            "edits",
-            "new_pages",
-            "bot_edits",
-            "anonymous_edits",
-            "bytes_added",
-            "bytes_removed",
-            "events",
-        )
-    ]
+    counters = [(name, "bigint", "NO") for name in WIKI_ACTIVITY_COUNTERS]
     assert columns(stack, "wiki_activity") == [
         ("window_start", timestamp, "NO"),
         ("window_end", timestamp, "NO"),

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg2 import sql
 
 from app.config import Settings, load_settings
-from app.contract import RecentChange
+from app.contract import WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
 from infra.stack import Stack, migrate
 
@@ -144,15 +144,7 @@ def user_edit_counts(settings: Settings) -> dict[tuple[datetime, str], tuple[dat
     }
 
 
-WIKI_COUNTERS = (
-    "edits",
-    "new_pages",
-    "bot_edits",
-    "anonymous_edits",
-    "bytes_added",
-    "bytes_removed",
-    "events",
-)
+WIKI_COUNTERS = WIKI_ACTIVITY_COUNTERS
 
 
 def wiki_activity(settings: Settings) -> dict[tuple[datetime, str], tuple[Any, ...]]:
