@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from app.replay import STREAM_PATH
+from infra.replay.server import STREAM_PATH
 from infra.home import INFRA_DIR, PROJECT_ROOT, Home
 from infra.processes import (
     InfraError,
@@ -50,7 +50,7 @@ FAULT_OPTIONS = (
     "--retry-ms",
 )
 #: The marker in the server's command line (guards against a recycled pid).
-MARKER = "app.replay"
+MARKER = "infra.replay"
 
 
 def parse_speed(text: str) -> float | None:
@@ -175,7 +175,7 @@ class ReplayMode:
     def argv(self) -> list[str]:
         pace = ["--fast"] if self.speed is None else ["--speed", f"{self.speed:g}"]
         return [
-            sys.executable, "-m", "app.replay", str(self.file),
+            sys.executable, "-m", "infra.replay", str(self.file),
             "--host", HOST, "--port", str(self.port), *pace,
             "--loop" if self.loop else "--hold", *self.options,
         ]  # fmt: skip

@@ -17,8 +17,57 @@ import pytest
 from app.config import Settings, load_settings
 from infra.processes import free_port
 from infra.stack import Stack
+from tests import recordings
+
+RECORDED_RAN = pytest.StashKey[list[str]]()
+RECORDED_SELECTED = pytest.StashKey[int]()
 
 TEST_PASSWORD = "test-password-Ω"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RECORDED_RAN] = []
+    try:
+        recordings.recordings_dir()
+    except recordings.RecordingsError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[RECORDED_SELECTED] = sum(1 for i in items if i.get_closest_marker("recorded"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    if call.when == "call" and item.get_closest_marker("recorded") is not None:
+        item.config.stash[RECORDED_RAN].append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line on the ``recorded`` layer: what ran on which recordings, or why it did not."""
+    config = terminalreporter.config
+    selected = config.stash.get(RECORDED_SELECTED, 0)
+    ran = config.stash[RECORDED_RAN]
+    directory = recordings.recordings_dir()
+    if ran:
+        terminalreporter.write_line(
+            f"recorded: {len(ran)} tests ran on the recordings in {directory}"
+        )
+    elif directory is None:
+        terminalreporter.write_line(
+            f"recorded: not run (no recordings): {recordings.HOW_TO}", yellow=True
+        )
+    elif selected:
+        terminalreporter.write_line("recorded: none of the selected tests ran", yellow=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With WIKIPULSE_RECORDINGS set (as in CI), a run of the whole suite that ran no recorded
+    test fails."""
+    wanted = session.config.stash.get(RECORDED_SELECTED, 0)
+    if recordings.required() and wanted and not session.config.stash[RECORDED_RAN]:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def stack_environment(home: Path) -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
-from app.replay import ReplayOptions, ReplayServer
+from infra.replay.server import ReplayOptions, ReplayServer
 from infra.kafka import ensure_topics
 from infra.processes import free_port, pid_alive
 

@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import pytest
 
-from app.replay import CONTENT_TYPE, STREAM_PATH, ReplayOptions, ReplayServer
+from infra.replay.server import CONTENT_TYPE, STREAM_PATH, ReplayOptions, ReplayServer
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "tests" / "data" / "recentchange-sample.ndjson"
@@ -396,7 +396,7 @@ async def test_command_line_serves_a_file_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.replay",
+        "infra.replay",
         str(SAMPLE),
         "--port",
         "0",

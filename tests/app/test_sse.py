@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from app.replay import ReplayOptions, ReplayServer
+from infra.replay.server import ReplayOptions, ReplayServer
 from app.sse import (
     RECONNECT_REASONS,
     SseEvent,

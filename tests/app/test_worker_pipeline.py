@@ -18,7 +18,7 @@ import pytest
 
 from app.config import Settings, load_settings
 from app.contract import HEADER_SCHEMA_VERSION, HEADER_SSE_ID, RecentChange
-from app.replay import ReplayOptions
+from infra.replay.server import ReplayOptions
 from infra.kafka import ensure_topics
 from infra.processes import free_port
 from infra.stack import Stack

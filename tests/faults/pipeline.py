@@ -30,7 +30,7 @@ from typing import Any
 import psycopg2
 
 from app.config import Settings, load_settings
-from app.replay import rewrite_event
+from infra.replay.server import rewrite_event
 from infra.processes import pid_alive, wait_for
 from infra.replay_server import DEFAULT_FILE
 from tests.harness import cli_pids, read_topic, run_cli, worker_metrics

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from app.replay import ReplayOptions
+from infra.replay.server import ReplayOptions
 from infra.processes import wait_for
 from tests.app.bad_input import corpus
 from tests.faults.pipeline import OUTCOMES, SAMPLE, FaultStack, header, rss_mb

@@ -18,7 +18,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.replay import ReplayOptions
+from infra.replay.server import ReplayOptions
 from infra.processes import pid_alive
 from tests.dashboards.conftest import OURS
 from tests.faults.pipeline import (

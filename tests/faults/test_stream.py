@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from app.replay import ReplayOptions, ReplayServer
+from infra.replay.server import ReplayOptions, ReplayServer
 from tests.faults.pipeline import PACE, SAMPLE, FaultStack, kill_group, rss_mb, wait_seconds
 from tests.faults.results import Figures
 from tests.harness import ReplayThread

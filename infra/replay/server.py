@@ -1,10 +1,10 @@
-"""Serve recorded ``recentchange`` events over SSE, the way Wikimedia EventStreams does.
+"""Serve ``recentchange`` events over SSE, the way Wikimedia EventStreams does.
 
-A test double and a development tool: ``python -m app.replay FILE.ndjson`` serves each line of
-the file as one event at ``/v2/stream/recentchange``, paced as recorded (``--speed``), at a
-fixed rate (``--rate``, for load) or as fast as possible (``--fast``), and can misbehave on
-purpose (drop connections, answer 429/503, send malformed frames) so that the SSE client's
-resilience can be exercised.
+A test double and a development tool: ``python -m infra.replay serve [FILE.ndjson]`` serves a
+recording (one event per line) or, without a file, the synthetic stream (synthetic.py) at
+``/v2/stream/recentchange``, paced by event time (``--speed``), at a fixed rate (``--rate``,
+for load) or as fast as possible (``--fast``), and can misbehave on purpose (drop connections,
+answer 429/503, send malformed frames) so that the SSE client's resilience can be exercised.
 
 The wire format follows EventStreams: a ``:ok`` comment first, then for each event
 ``event: message`` / ``id: <json array>`` / ``data: <json>`` and a blank line. The id is a
@@ -20,8 +20,9 @@ them (``"timestamp": <epoch ms>`` instead of ``offset``) resumes by time, like `
 ``timestamp``) is at or after it. ``Last-Event-ID`` wins over ``since``; a value that cannot
 be parsed is answered with HTTP 400.
 
-Positions are stable: the same position always carries the same bytes. The first pass over the
-recording is sent byte for byte; in ``loop`` mode later passes get a new ``meta.id`` (a version
+Positions are stable: the same position always carries the same bytes. A live synthetic
+stream sends each event when its time comes and, with no resume point, starts now; the first
+pass over a recording is sent byte for byte; in ``loop`` mode later passes get a new ``meta.id`` (a version
 4 UUID derived from a per-server random seed and the position) and ``meta.dt`` / ``timestamp``
 shifted by (time the pass started - time of the first recorded event), so they look current.
 Malformed frames (``malformed_every``) take positions of their own and never replace an event.
@@ -29,11 +30,9 @@ Malformed frames (``malformed_every``) take positions of their own and never rep
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import logging
-import signal
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+
+from infra.replay.synthetic import SyntheticStream
 
 logger = logging.getLogger(__name__)
 
@@ -227,23 +228,95 @@ def sse_frame(position: int, data: bytes) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-class _Sequence:
-    """Maps stream positions to payloads: events, malformed frames, looped passes."""
+class RecordedEvents:
+    """The events of a recording; in ``loop`` mode later passes get fresh ids and current times."""
 
-    def __init__(self, events: list[bytes], options: ReplayOptions) -> None:
-        self.events = events
-        self.options = options
+    live = False
+
+    def __init__(self, events: Sequence[bytes], *, loop: bool = False) -> None:
+        if not events:
+            raise ValueError("a recording needs at least one event")
+        self.events = list(events)
+        self.loop = loop
         self._seed = uuid.uuid4().hex
-        known = [event_time(data) for data in events]
-        first_known = next((t for t in known if t is not None), None)
-        self.first_time = first_known
+        known = [event_time(data) for data in self.events]
+        self.first_time = next((t for t in known if t is not None), None)
         # Unknown times take the previous event's (pacing: no gap; since: same place).
         self.times: list[datetime | None] = []
-        previous = first_known
+        previous = self.first_time
         for moment in known:
             previous = moment or previous
             self.times.append(previous)
         self._shifts: dict[int, timedelta] = {}
+
+    @property
+    def count(self) -> int | None:
+        """Events in the whole stream (None: without end)."""
+        return None if self.loop else len(self.events)
+
+    def event(self, ordinal: int, position: int) -> bytes:
+        pass_number, index = divmod(ordinal, len(self.events))
+        data = self.events[index]
+        if pass_number == 0:
+            return data
+        new_id = uuid.UUID(
+            bytes=hashlib.blake2b(f"{self._seed}:{position}".encode(), digest_size=16).digest(),
+            version=4,
+        )
+        return rewrite_event(data, new_id=str(new_id), shift=self._shift(pass_number))
+
+    def pace_time(self, ordinal: int) -> tuple[int, datetime] | None:
+        """(pass, recorded time): gaps are only slept within one pass."""
+        pass_number, index = divmod(ordinal, len(self.events))
+        moment = self.times[index]
+        return None if moment is None else (pass_number, moment)
+
+    def ordinal_at(self, moment: datetime) -> int:
+        """The first recorded event at or after ``moment``."""
+        for index, when in enumerate(self.times):
+            if when is not None and when >= moment:
+                return index
+        return len(self.events)
+
+    def _shift(self, pass_number: int) -> timedelta:
+        if pass_number not in self._shifts:
+            first = self.first_time
+            self._shifts[pass_number] = datetime.now(UTC) - first if first else timedelta(0)
+        return self._shifts[pass_number]
+
+
+class SyntheticEvents:
+    """The synthetic stream (infra/replay/synthetic.py), endless or ``count`` events long.
+
+    ``live``: each event is sent when its event time comes (times are "now"); a client resuming
+    from an older position gets the backlog at once, then the live pace, as from EventStreams.
+    """
+
+    def __init__(self, stream: SyntheticStream, *, count: int | None = None, live: bool) -> None:
+        self.stream = stream
+        self.count = count
+        self.live = live
+
+    def event(self, ordinal: int, position: int) -> bytes:
+        return self.stream.event(ordinal)
+
+    def pace_time(self, ordinal: int) -> tuple[int, datetime] | None:
+        return 0, self.stream.time(ordinal)
+
+    def ordinal_at(self, moment: datetime) -> int:
+        position = self.stream.position_at(moment)
+        return position if self.count is None else min(position, self.count)
+
+
+EventSource = RecordedEvents | SyntheticEvents
+
+
+class _Sequence:
+    """Maps stream positions to payloads: the source's events and malformed frames."""
+
+    def __init__(self, source: EventSource, options: ReplayOptions) -> None:
+        self.source = source
+        self.options = options
 
     def is_malformed(self, position: int) -> bool:
         every = self.options.malformed_every
@@ -260,43 +333,19 @@ class _Sequence:
         return ordinal + ordinal // (every - 1) if every else ordinal
 
     def end(self) -> int | None:
-        """The first position after the recording (None when looping forever)."""
-        if self.options.loop and self.events:
-            return None
-        return self.position_of(len(self.events)) if self.events else 0
+        """The first position after the last event (None: without end)."""
+        count = self.source.count
+        return None if count is None else self.position_of(count)
 
     def start_for_time(self, moment: datetime) -> int:
-        """The position of the first recorded event at or after ``moment``."""
-        for index, when in enumerate(self.times):
-            if when is not None and when >= moment:
-                return self.position_of(index)
-        return self.position_of(len(self.events))
+        return self.position_of(self.source.ordinal_at(moment))
 
     def payload(self, position: int) -> tuple[bytes, int | None]:
-        """(payload, index of the recorded event or None for a malformed frame)."""
+        """(payload, ordinal of the event, or None for a malformed frame)."""
         ordinal = self.ordinal(position)
-        count = len(self.events)
-        pass_number, index = divmod(ordinal, count)
         if self.is_malformed(position):
-            return self._malformed(position, self.events[index]), None
-        data = self.events[index]
-        if pass_number == 0:
-            return data, index
-        new_id = uuid.UUID(
-            bytes=hashlib.blake2b(f"{self._seed}:{position}".encode(), digest_size=16).digest(),
-            version=4,
-        )
-        return rewrite_event(data, new_id=str(new_id), shift=self._shift(pass_number)), index
-
-    def pass_of(self, position: int) -> int:
-        return self.ordinal(position) // len(self.events)
-
-    def _shift(self, pass_number: int) -> timedelta:
-        if pass_number not in self._shifts:
-            now = datetime.now(UTC)
-            first = self.first_time
-            self._shifts[pass_number] = now - first if first is not None else timedelta(0)
-        return self._shifts[pass_number]
+            return self._malformed(position, self.source.event(ordinal, position)), None
+        return self.source.event(ordinal, position), ordinal
 
     def _malformed(self, position: int, upcoming: bytes) -> bytes:
         """Alternately: the upcoming event's JSON truncated; the same plus invalid UTF-8."""
@@ -323,9 +372,16 @@ class _Observations:
 class ReplayServer:
     """An aiohttp server replaying ``events`` (one payload each) as EventStreams does."""
 
-    def __init__(self, events: list[bytes], options: ReplayOptions | None = None) -> None:
+    def __init__(
+        self, events: Sequence[bytes] | EventSource, options: ReplayOptions | None = None
+    ) -> None:
         self.options = options or ReplayOptions()
-        self._sequence = _Sequence(list(events), self.options)
+        source = (
+            events
+            if isinstance(events, RecordedEvents | SyntheticEvents)
+            else RecordedEvents(events, loop=self.options.loop)
+        )
+        self._sequence = _Sequence(source, self.options)
         self._seen = _Observations()
         self._runner: web.AppRunner | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -340,9 +396,10 @@ class ReplayServer:
     # Observability (tests) -------------------------------------------------------------------
 
     @property
-    def event_count(self) -> int:
-        """Recorded events (one pass)."""
-        return len(self._sequence.events)
+    def event_count(self) -> int | None:
+        """Events in one pass of a recording, or of a finite synthetic stream (else None)."""
+        source = self._sequence.source
+        return len(source.events) if isinstance(source, RecordedEvents) else source.count
 
     @property
     def connections(self) -> int:
@@ -444,7 +501,8 @@ class ReplayServer:
         elif since is not None:
             resume = parse_since(since)
         else:
-            return 0
+            # Like EventStreams: a live stream starts now, a recording at its beginning.
+            return self._sequence.start_for_time(datetime.now(UTC)) if self._sequence.source.live else 0
         if isinstance(resume, datetime):
             return self._sequence.start_for_time(resume)
         return resume
@@ -475,7 +533,7 @@ class ReplayServer:
                 if delay > 0.002:
                     await asyncio.sleep(delay)
             elif index is not None:
-                previous = await self._pace(previous, sequence.pass_of(position), index)
+                previous = await self._pace(previous, index)
             await response.write(sse_frame(position, data))
             sent_here += 1
             self._seen.events_sent += 1
@@ -493,88 +551,21 @@ class ReplayServer:
         return response
 
     async def _pace(
-        self, previous: tuple[int, datetime] | None, pass_number: int, index: int
+        self, previous: tuple[int, datetime] | None, ordinal: int
     ) -> tuple[int, datetime] | None:
-        """Sleep for the recorded gap to this event (scaled by speed); return its (pass, time)."""
-        moment = self._sequence.times[index]
+        """Sleep for the gap to this event (scaled by speed), or, for a live source, until its
+        time comes; return its (pass, time)."""
+        source = self._sequence.source
+        paced = source.pace_time(ordinal)
         speed = self.options.speed
-        if moment is None:
-            return previous
-        if speed is not None and previous is not None and previous[0] == pass_number:
-            gap = (moment - previous[1]).total_seconds() / speed
-            if gap > 0:
-                await asyncio.sleep(gap)
-        return pass_number, moment
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.replay",
-        description="Serve recorded recentchange events (NDJSON) as Wikimedia EventStreams.",
-    )
-    parser.add_argument("file", type=Path, help="NDJSON file: one event per line")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    pace = parser.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, default=1.0, help="N× the recorded pace")
-    pace.add_argument("--fast", action="store_true", help="as fast as possible")
-    parser.add_argument(
-        "--rate", type=float, metavar="PER_S", help="events/s, evenly spaced (overrides --speed)"
-    )
-    parser.add_argument("--loop", action="store_true", help="replay forever, times made current")
-    parser.add_argument("--hold", action="store_true", help="keep streams open at the end")
-    parser.add_argument("--drop-every", type=int, metavar="N", help="cut after N frames")
-    parser.add_argument("--malformed-every", type=int, metavar="N", help="every Nth frame bad")
-    parser.add_argument("--fail-first", type=int, default=0, metavar="N")
-    parser.add_argument("--fail-status", type=int, default=503, help="e.g. 429 or 503")
-    parser.add_argument("--retry-after", type=int, metavar="SECONDS")
-    parser.add_argument("--retry-ms", type=int, metavar="MS", help="send `retry:` first")
-    return parser
-
-
-async def _serve(server: ReplayServer, host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    url = await server.start(host, port)
-    logger.info("replaying %d events at %s", server.event_count, url)
-    try:
-        await stop.wait()
-    finally:
-        logger.info("stopping after %d frames sent", server.events_sent)
-        await server.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m app.replay FILE [options]``: serve until SIGINT/SIGTERM."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        options = ReplayOptions(
-            speed=None if args.fast else args.speed,
-            rate=args.rate,
-            loop=args.loop,
-            drop_every=args.drop_every,
-            malformed_every=args.malformed_every,
-            fail_first=args.fail_first,
-            fail_status=args.fail_status,
-            retry_after=args.retry_after,
-            retry_ms=args.retry_ms,
-            hold_open=args.hold,
-        )
-        server = ReplayServer.from_ndjson(args.file, options)
-    except (OSError, ValueError) as error:
-        parser.error(str(error))
-    asyncio.run(_serve(server, args.host, args.port))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        if paced is None or speed is None:
+            return previous if paced is None else paced
+        if source.live:
+            wait = (paced[1] - datetime.now(UTC)).total_seconds()
+        elif previous is not None and previous[0] == paced[0]:
+            wait = (paced[1] - previous[1]).total_seconds() / speed
+        else:
+            wait = 0
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return paced

@@ -1,0 +1,3 @@
+from infra.replay.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""``python -m infra.replay``: serve a stream, generate a synthetic recording, record the live one.
+
+    python -m infra.replay serve [FILE] [--speed X | --fast | --rate N] [faults…]
+    python -m infra.replay generate --seed 7 --events 100000 --out FILE [stream options]
+    python -m infra.replay record [--minutes N | --events N] [--since TIME] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from infra.replay.server import ReplayOptions, ReplayServer, SyntheticEvents
+from infra.replay.synthetic import Burst, BurstKind, StreamOptions, SyntheticStream
+
+logger = logging.getLogger(__name__)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time (naive means UTC)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_burst(text: str) -> Burst:
+    """``wiki=dewiki,times=5,at=30,minutes=10`` (a wiki at 5× its rate from minute 30 for 10
+    minutes) or ``wiki=enwiki,page=Some_page,editors=8,edits=20,at=30,minutes=10``."""
+    try:
+        fields = dict(item.split("=", 1) for item in text.split(","))
+        at = timedelta(minutes=float(fields.pop("at", "0")))
+        duration = timedelta(minutes=float(fields.pop("minutes")))
+        wiki = fields.pop("wiki")
+        if "page" in fields:
+            burst = Burst(
+                BurstKind.PAGE, wiki, at, duration,
+                title=fields.pop("page").replace("_", " "),
+                editors=int(fields.pop("editors")),
+                edits=int(fields.pop("edits")),
+            )  # fmt: skip
+        else:
+            burst = Burst(BurstKind.WIKI, wiki, at, duration, multiplier=float(fields.pop("times")))
+    except KeyError as missing:
+        raise argparse.ArgumentTypeError(f"--burst {text!r}: {missing} is missing") from None
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--burst {text!r}: {error}") from None
+    if fields:
+        raise argparse.ArgumentTypeError(f"--burst {text!r}: unknown {', '.join(fields)}")
+    return burst
+
+
+def _stream_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the synthetic stream")
+    group.add_argument("--seed", type=int, help="same seed, same events (default: 7; serve: random)")
+    group.add_argument(
+        "--event-rate", type=float, default=40.0, metavar="PER_S",
+        help="events per second of event time (default 40, like the live stream)",
+    )  # fmt: skip
+    group.add_argument(
+        "--start", type=parse_time, metavar="TIME",
+        help="event time of the first event (default: now)",
+    )  # fmt: skip
+    group.add_argument("--legacy-share", type=float, default=0.0, metavar="SHARE",
+                       help="share of events in the legacy (pre-2019) envelope")  # fmt: skip
+    group.add_argument("--duplicate-rate", type=float, default=0.002, metavar="SHARE",
+                       help="share of events that repeat an earlier meta.id")  # fmt: skip
+    group.add_argument("--canary-every", type=float, default=600.0, metavar="SECONDS",
+                       help="a canary event every this much event time (0: none)")  # fmt: skip
+    group.add_argument("--burst", type=parse_burst, action="append", default=[], metavar="SPEC",
+                       help=parse_burst.__doc__)  # fmt: skip
+
+
+def stream_options(args: argparse.Namespace, *, default_seed: int) -> StreamOptions:
+    return StreamOptions(
+        seed=default_seed if args.seed is None else args.seed,
+        rate=args.event_rate,
+        start=args.start,
+        legacy_share=args.legacy_share,
+        duplicate_rate=args.duplicate_rate,
+        canary_interval=timedelta(seconds=args.canary_every) if args.canary_every > 0 else None,
+        bursts=tuple(args.burst),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infra.replay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a recording, or the synthetic stream, as EventStreams")
+    serve.add_argument("file", type=Path, nargs="?", help="NDJSON, one event per line (default: synthetic)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    pace = serve.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="N× the event-time pace")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible")
+    serve.add_argument("--rate", type=float, metavar="PER_S", help="events/s, evenly spaced")
+    serve.add_argument("--loop", action="store_true", help="replay a file forever, times made current")
+    serve.add_argument("--hold", action="store_true", help="keep streams open at the end")
+    serve.add_argument("--events", type=int, metavar="N", help="synthetic: stop after N events")
+    serve.add_argument("--drop-every", type=int, metavar="N", help="cut after N frames")
+    serve.add_argument("--malformed-every", type=int, metavar="N", help="every Nth frame bad")
+    serve.add_argument("--fail-first", type=int, default=0, metavar="N")
+    serve.add_argument("--fail-status", type=int, default=503, help="e.g. 429 or 503")
+    serve.add_argument("--retry-after", type=int, metavar="SECONDS")
+    serve.add_argument("--retry-ms", type=int, metavar="MS", help="send `retry:` first")
+    _stream_arguments(serve)
+
+    generate = commands.add_parser("generate", help="write the synthetic stream to NDJSON")
+    generate.add_argument("--events", type=int, required=True, metavar="N")
+    generate.add_argument("--out", type=Path, help="NDJSON file (default: standard output)")
+    generate.add_argument(
+        "--labels", type=Path, metavar="FILE",
+        help="the bursts' side file (default: OUT with .bursts.json, when there are bursts)",
+    )  # fmt: skip
+    _stream_arguments(generate)
+    return parser  # fmt: skip
+
+
+def _generate(args: argparse.Namespace) -> int:
+    if args.events < 1:
+        raise ValueError("--events must be at least 1")
+    stream = SyntheticStream(stream_options(args, default_seed=7))
+    out = sys.stdout.buffer if args.out is None else args.out.open("wb")
+    try:
+        for data in stream.events(args.events):
+            out.write(data + b"\n")
+    finally:
+        if args.out is not None:
+            out.close()
+    labels = args.labels
+    if labels is None and args.out is not None and args.burst:
+        labels = args.out.with_suffix(".bursts.json")
+    if labels is not None:
+        labels.write_bytes(orjson.dumps(stream.burst_labels(), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def _serve_server(args: argparse.Namespace) -> ReplayServer:
+    options = ReplayOptions(
+        speed=None if args.fast else args.speed,
+        rate=args.rate,
+        loop=args.loop,
+        drop_every=args.drop_every,
+        malformed_every=args.malformed_every,
+        fail_first=args.fail_first,
+        fail_status=args.fail_status,
+        retry_after=args.retry_after,
+        retry_ms=args.retry_ms,
+        hold_open=args.hold,
+    )
+    if args.file is not None:
+        return ReplayServer.from_ndjson(args.file, options)
+    import random
+
+    seed = random.SystemRandom().randrange(1 << 31)  # fresh ids on every new stream
+    stream = SyntheticStream(stream_options(args, default_seed=seed))
+    live = args.start is None and not args.fast and args.rate is None and args.speed == 1.0
+    return ReplayServer(SyntheticEvents(stream, count=args.events, live=live), options)
+
+
+async def _serve(server: ReplayServer, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    url = await server.start(host, port)
+    count = server.event_count
+    logger.info("serving %s at %s", "without end" if count is None else f"{count} events", url)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping after %d frames sent", server.events_sent)
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        server = _serve_server(args)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    asyncio.run(_serve(server, args.host, args.port))
+    return 0

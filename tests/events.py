@@ -1,0 +1,43 @@
+"""Events the tests make themselves: the synthetic stream (infra/replay/synthetic.py).
+
+Real recordings are read only by the ``recorded`` layer (tests/recorded/). Small events for one
+test are written by hand in that test, in the schema's shape and our own words.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from infra.replay.synthetic import Label, StreamOptions, SyntheticStream
+
+
+def stream(
+    *,
+    seed: int = 11,
+    start: datetime | None = None,
+    duplicate_rate: float = 0.0,
+    canary_interval: timedelta | None = None,
+    **options: Any,
+) -> SyntheticStream:
+    """A synthetic stream for a test: by default every event a change, all ``meta.id``s distinct
+    (no repeats, no canaries) and times "now"."""
+    return SyntheticStream(
+        StreamOptions(
+            seed=seed,
+            start=start,
+            duplicate_rate=duplicate_rate,
+            canary_interval=canary_interval,
+            **options,
+        )
+    )
+
+
+def synthetic(count: int, **options: Any) -> list[bytes]:
+    """``count`` synthetic payloads (see :func:`stream` for the options)."""
+    return list(stream(**options).events(count))
+
+
+def labelled(count: int, **options: Any) -> list[tuple[Label, bytes]]:
+    """``count`` (label, payload) pairs: what each event was made to be, and its bytes."""
+    return stream(**options).labelled(count)
