@@ -1,11 +1,12 @@
 """Ingestion benchmark: prints figures, asserts nothing (machines are noisy).
 
-1. normalize(): events/s per core over every real recorded event, as a ratio to orjson.loads
-   alone over the same bytes in the same run (target >= 0.45).
+1. normalize(): events/s per core over the synthetic stream (or --recording FILE), as a
+   ratio to orjson.loads alone over the same bytes in the same run (target >= 0.45).
 2. The worker's raw -> typed through a real broker, as a ratio to a bare aiokafka
    consume -> produce loop over the same messages (target >= 0.7).
 
     .venv/bin/python tests/benchmarks/bench_ingest.py [--events 30000] [--only normalize|worker]
+        [--recording FILE]
 
 The worker part starts its own Kafka (in a temporary WIKIPULSE_HOME, on free ports) and stops it
 after; ``--only normalize`` runs the first part alone, without Kafka.
@@ -18,7 +19,6 @@ import asyncio
 import shutil
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,9 +32,9 @@ from app.config import load_settings  # noqa: E402
 from app.normalize import normalize  # noqa: E402
 from infra.kafka import ensure_topics  # noqa: E402
 from infra.stack import Stack  # noqa: E402
+from tests.benchmarks import data as bench_data  # noqa: E402
 from tests.conftest import make_home, stack_environment  # noqa: E402
 from tests.harness import WorkerProcess, read_topic  # noqa: E402
-from tests.realdata import ALL_FILES, lines  # noqa: E402
 
 
 def best_of(repeats: int, run) -> float:
@@ -46,26 +46,15 @@ def best_of(repeats: int, run) -> float:
     return min(timings)
 
 
-def bench_normalize() -> None:
-    events = [data for name in ALL_FILES for data in lines(name)]
+def bench_normalize(recording: Path | None) -> None:
+    events = bench_data.events(5000, recording)
     received = datetime.now(UTC)
     base = best_of(5, lambda: [orjson.loads(e) for e in events])
     ours = best_of(5, lambda: [normalize(e, received_at=received) for e in events])
-    print(f"normalize: {len(events)} real events")
+    print(f"normalize: {len(events)} events of the {bench_data.describe(recording)}")
     print(f"  orjson.loads alone : {len(events) / base:>10,.0f} events/s")
     print(f"  normalize()        : {len(events) / ours:>10,.0f} events/s per core")
     print(f"  ratio              : {base / ours:.2f}x  (target >= 0.45)")
-
-
-def unique_events(count: int) -> list[bytes]:
-    """Real events, repeated with fresh meta.id so that none is a duplicate."""
-    source = [orjson.loads(data) for name in ALL_FILES for data in lines(name)]
-    out = []
-    for index in range(count):
-        event = source[index % len(source)]
-        event["meta"]["id"] = str(uuid.uuid4())
-        out.append(orjson.dumps(event))
-    return out
 
 
 async def fill(settings, topic: str, events: list[bytes]) -> None:
@@ -121,7 +110,7 @@ def output_span(records: list) -> float:
     return (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else float("nan")
 
 
-def bench_worker(count: int) -> None:
+def bench_worker(count: int, recording: Path | None) -> None:
     home = make_home("wikipulse-bench-")
     env = {**stack_environment(home), "INGESTION_ENABLED": "false",
            "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]"}  # fmt: skip
@@ -129,7 +118,7 @@ def bench_worker(count: int) -> None:
     stack = Stack(settings)
     try:
         stack.up(pipeline=False)
-        events = unique_events(count)
+        events = bench_data.events(count, recording)
         raw = settings.kafka.topics.raw.name
         asyncio.run(fill(settings, raw, events))
         sink_env = {**env, "KAFKA_TOPICS_TYPED_NAME": "bench.bare-sink"}
@@ -168,11 +157,12 @@ def main() -> None:
         choices=("normalize", "worker"),
         help="run one part alone (normalize needs no Kafka)",
     )
+    bench_data.add_argument(parser)
     args = parser.parse_args()
     if args.only != "worker":
-        bench_normalize()
+        bench_normalize(args.recording)
     if args.only != "normalize" and not args.skip_worker:
-        bench_worker(args.events)
+        bench_worker(args.events, args.recording)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ from app.contract import RecentChange  # noqa: E402
 from app.normalize import normalize  # noqa: E402
 from infra.kafka import fetch_spark_jars  # noqa: E402
 from infra.stack import Stack, migrate  # noqa: E402
+from tests.benchmarks import data as bench_data  # noqa: E402
 from tests.conftest import stack_environment  # noqa: E402
-from tests.realdata import CURRENT, LEGACY_BATCH, lines  # noqa: E402
 
 RATE = 50  # events per second of event time (Wikimedia: 25-100)
 
@@ -61,10 +61,10 @@ def say(text: str) -> None:
 # ---- data --------------------------------------------------------------------------------------
 
 
-def templates() -> list[RecentChange]:
+def templates(recording: Path | None) -> list[RecentChange]:
     received = datetime.now(UTC)
     events = []
-    for raw in (*lines(CURRENT), *lines(LEGACY_BATCH)):
+    for raw in bench_data.events(5000, recording):
         event = normalize(raw, received_at=received)
         assert isinstance(event, RecentChange)
         events.append(event)
@@ -72,10 +72,10 @@ def templates() -> list[RecentChange]:
     return events
 
 
-def backfill_events(count: int) -> list[RecentChange]:
-    """``count`` events from the recorded ones, at RATE per second of event time, ending now,
-    a few seconds out of order."""
-    base = templates()
+def backfill_events(count: int, recording: Path | None) -> list[RecentChange]:
+    """``count`` events made from 5,000 of the synthetic stream's (or a recording's), at RATE per
+    second of event time, ending now, a few seconds out of order."""
+    base = templates(recording)
     start = datetime.now(UTC) - timedelta(seconds=count / RATE)
     jitter = random.Random(11)
     return [
@@ -305,7 +305,7 @@ async def produce_live(
     """Events at ``rate``/s for ``seconds``, each stamped with the moment it is sent; returns
     (window start, wiki, its rank in that window's count, sent at)."""
     topic = settings.kafka.topics.typed.name
-    base = templates()
+    base = templates(None)
     wikis = [f"bench{w}wiki" for w in range(6)]
     counts: dict[tuple[datetime, str], int] = defaultdict(int)
     sent: list[tuple[datetime, str, int, float]] = []
@@ -396,6 +396,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--live-seconds", type=float, default=90)
     parser.add_argument("--repeat", type=int, default=2)
+    bench_data.add_argument(parser)
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -410,7 +411,8 @@ def main() -> int:
         base_settings = scratch_settings(stack, environ)
         say(f"producing {args.events} typed events ...")
         started = time.perf_counter()
-        events = backfill_events(args.events)
+        say(f"events made from the {bench_data.describe(args.recording)}")
+        events = backfill_events(args.events, args.recording)
         asyncio.run(produce_all(base_settings, events))
         say(f"  produced in {time.perf_counter() - started:.1f} s")
 
