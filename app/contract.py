@@ -57,7 +57,7 @@ class ChangeType(StrEnum):
 class UserKind(StrEnum):
     BOT = "bot"  # the event's bot flag is set
     ANONYMOUS = "anonymous"  # an IPv4 or IPv6 address
-    TEMPORARY = "temporary"  # a temporary account, "~2026-35935-22"
+    TEMPORARY = "temporary"  # a temporary account, "~2026-10001-23"
     REGISTERED = "registered"
     HIDDEN = "hidden"  # no user name: suppressed (redacted) by the wiki
 

@@ -298,8 +298,9 @@ def normalize_precise(
 # (the order of repr() and model_dump()). Each reads the wire value it is made from: most are
 # final as read; a derived one holds its source (emitted_at the meta object, length_old the
 # length object...) or nothing, until _fast() puts the derived value in its place.
-# tests/app/test_normalize_fast_path.py holds the two paths to identical results on every
-# recorded event, the bad-input corpus and variations of both.
+# tests/app/test_normalize_fast_path.py holds the two paths to identical results on synthetic and
+# hand-written events, the bad-input corpus and variations of both; tests/recorded/ does the same
+# over every real recording it is given.
 
 _cs = core_schema
 

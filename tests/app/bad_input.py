@@ -1,7 +1,7 @@
 """The bad-input corpus: at least 25 kinds of broken events, each with its documented outcome.
 
-Every item is derived from a real recorded event (tests/realdata.py) by one change, or is a
-payload no real event could be. Used by the normalizer's tests, the agent's tests and the
+Every item is one of our hand-written events (tests/app/examples.py) with one change, or a
+payload no event could be. Used by the normalizer's tests, the agent's tests and the
 pipeline tests. README, "Bad input", lists the same outcomes.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from tests.realdata import CURRENT, LEGACY_BATCH, line
+from tests.app.examples import BOT_USER, current_edit, encoded, legacy_edit
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,11 @@ class BadInput:
 
 
 def _current() -> dict:
-    return orjson.loads(line(CURRENT, 1))
+    return current_edit()
 
 
 def _legacy() -> dict:
-    return orjson.loads(line(LEGACY_BATCH, 1))
+    return legacy_edit()
 
 
 def _with(event: dict, path: str, value: object) -> bytes:
@@ -49,7 +49,7 @@ def _without(event: dict, path: str) -> bytes:
 
 
 def corpus() -> list[BadInput]:
-    real = line(CURRENT, 1)
+    edit = encoded(current_edit())
     deep = (
         b'{"meta": {"id": "x", "dt": "2026-06-20T15:49:48Z"}, "x": '
         + b"[" * 5000
@@ -58,15 +58,16 @@ def corpus() -> list[BadInput]:
     )
     big = _current()
     big["comment"] = "x" * (5 * 1024 * 1024)
-    invalid_utf8 = real.replace(b'"DPLA bot"', b'"DPLA \xff\xfe bot"')
+    name = BOT_USER.encode()
+    invalid_utf8 = edit.replace(name, name[:4] + b"\xff\xfe" + name[4:])
     return [
         BadInput("not JSON", b"this is not json", "invalid_json"),
         BadInput("empty payload", b"", "invalid_json"),
-        BadInput("truncated", real[: len(real) // 2], "invalid_json"),
+        BadInput("truncated", edit[: len(edit) // 2], "invalid_json"),
         BadInput("invalid UTF-8", invalid_utf8, "invalid_json"),
         # pydantic's JSON parser reads NaN; no field of ours accepts it.
         BadInput(
-            "NaN", real.replace(b'"namespace":6', b'"namespace":NaN'), "invalid_field", "namespace"
+            "NaN", edit.replace(b'"namespace":6', b'"namespace":NaN'), "invalid_field", "namespace"
         ),
         BadInput("deep nesting", deep, "invalid_json"),
         BadInput("5 MB payload", orjson.dumps(big), "too_large"),

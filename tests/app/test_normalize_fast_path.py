@@ -26,10 +26,15 @@ from app.normalize import (
     normalize_fast,
     normalize_precise,
 )
+from infra.replay.synthetic import Role
+from tests import events
+from tests.app import examples
 from tests.app.bad_input import corpus, odd_but_valid
-from tests.realdata import ALL_FILES, CURRENT, LEGACY_BATCH, LEGACY_SINGLE, line, lines
+from tests.app.examples import EXAMPLES, encoded
 
 RECEIVED = datetime(2026, 6, 21, tzinfo=UTC)
+#: The synthetic stream starts the day before RECEIVED, so its events are in range.
+START = datetime(2026, 6, 20, 12, tzinfo=UTC)
 
 
 def outcome(normalizer: Any, data: bytes) -> tuple[Any, ...]:
@@ -96,17 +101,35 @@ def edited(base: bytes, **changes: Any) -> bytes:
     return json.dumps(event).encode()  # not orjson: it refuses integers beyond 64 bits
 
 
-CURRENT_EDIT = line(CURRENT, 1)  # a commons bot edit
-LEGACY_EDIT = line(LEGACY_BATCH, 1)
+CURRENT_EDIT = encoded(examples.current_edit())  # a commons bot edit
+LEGACY_EDIT = encoded(examples.legacy_edit())
+#: The current edit's times (hand-written in tests/app/examples.py).
+TIMESTAMP = examples.CURRENT_EDIT_TIMESTAMP  # 2026-06-20T11:22:31Z
 
 
 # ---- every input we have ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ALL_FILES)
-def test_every_recorded_event_takes_the_fast_path_with_an_identical_result(name: str) -> None:
-    for number, data in enumerate(lines(name), start=1):
-        assert agree(data) is not None, f"{name}:{number} fell back to the precise path"
+@pytest.mark.parametrize("legacy_share", [0.0, 0.5, 1.0])
+def test_every_synthetic_event_takes_the_fast_path_with_an_identical_result(
+    legacy_share: float,
+) -> None:
+    for number, data in enumerate(events.synthetic(2000, start=START, legacy_share=legacy_share)):
+        assert agree(data) is not None, f"position {number} fell back to the precise path"
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_example_takes_the_fast_path_with_an_identical_result(name: str) -> None:
+    assert agree(encoded(EXAMPLES[name]())) is not None
+
+
+def test_synthetic_canaries_fall_back_to_the_same_canary() -> None:
+    stream = events.stream(start=START, canary_interval=timedelta(seconds=5))
+    canaries = [data for label, data in stream.labelled(1000) if label.role is Role.CANARY]
+    assert canaries
+    for data in canaries:
+        assert agree(data) is None
+        assert isinstance(normalize(data, received_at=RECEIVED), Canary)
 
 
 @pytest.mark.parametrize("item", corpus(), ids=lambda item: item.name)
@@ -145,10 +168,13 @@ ODD_VALUES: list[Any] = [
 ]
 BASES = {
     "current edit": CURRENT_EDIT,
-    "current new page": next(d for d in lines(CURRENT) if b'"type":"new"' in d),
-    "current log": next(d for d in lines(CURRENT) if b'"type":"log"' in d),
+    "current new page": encoded(examples.current_new_page()),
+    "current log": encoded(examples.current_log_without_id()),
+    "current categorize": encoded(examples.current_categorize()),
     "legacy edit": LEGACY_EDIT,
-    "legacy schema 2": line(LEGACY_SINGLE, 1),
+    "legacy schema 2": encoded(examples.legacy_schema_2_edit()),
+    "legacy new page": encoded(examples.legacy_new_page()),
+    "legacy log": encoded(examples.legacy_log_with_null_id()),
 }
 
 
@@ -176,17 +202,17 @@ def test_every_field_set_to_odd_values_agrees(base: str) -> None:
 @pytest.mark.parametrize(
     "meta_dt",
     [
-        "2026-06-20T15:49:48Z",
-        "2026-06-20T15:49:48.988Z",
-        "2026-06-20T15:49:48.123456Z",
-        "2026-06-20T15:49:48+00:00",
-        "2026-06-20T17:49:48+02:00",
-        "2026-06-20T10:49:48-05:00",
-        "2026-06-20 15:49:48Z",
-        "20260620T154948Z",
+        "2026-06-20T11:22:33Z",
+        "2026-06-20T11:22:33.417Z",
+        "2026-06-20T11:22:33.123456Z",
+        "2026-06-20T11:22:33+00:00",
+        "2026-06-20T13:22:33+02:00",
+        "2026-06-20T06:22:33-05:00",
+        "2026-06-20 11:22:33Z",
+        "20260620T112233Z",
     ],
 )
-@pytest.mark.parametrize("timestamp", [..., None, 1781970587])
+@pytest.mark.parametrize("timestamp", [..., None, TIMESTAMP])
 def test_meta_dt_in_every_form(meta_dt: str, timestamp: Any) -> None:
     fast = agree(edited(CURRENT_EDIT, meta__dt=meta_dt, timestamp=timestamp))
     assert fast is not None
@@ -196,9 +222,9 @@ def test_meta_dt_in_every_form(meta_dt: str, timestamp: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "meta_dt", ["2026-06-20T15:49:48", "2026-06-20T15:49:48.988", "2026-06-20", "yesterday", ""]
+    "meta_dt", ["2026-06-20T11:22:33", "2026-06-20T11:22:33.417", "2026-06-20", "yesterday", ""]
 )
-@pytest.mark.parametrize("timestamp", [..., 1781970587])
+@pytest.mark.parametrize("timestamp", [..., TIMESTAMP])
 def test_meta_dt_without_time_zone_or_not_a_time_falls_back(meta_dt: str, timestamp: Any) -> None:
     data = edited(CURRENT_EDIT, meta__dt=meta_dt, timestamp=timestamp)
     assert normalize_fast(data, received_at=RECEIVED) is None
@@ -209,7 +235,7 @@ def test_meta_dt_without_time_zone_or_not_a_time_falls_back(meta_dt: str, timest
 def test_timestamp_absent_uses_meta_dt() -> None:
     fast = agree(edited(CURRENT_EDIT, timestamp=...))
     assert fast is not None
-    assert fast.event_time == fast.emitted_at == datetime(2026, 6, 20, 15, 49, 48, 988000, UTC)
+    assert fast.event_time == fast.emitted_at == examples.CURRENT_EDIT_EMITTED
 
 
 @pytest.mark.parametrize(
@@ -268,12 +294,12 @@ def test_user_null_or_absent_is_hidden(user: Any, bot: bool) -> None:
 @pytest.mark.parametrize(
     ("user", "bot", "kind"),
     [
-        ("92.249.204.224", True, UserKind.BOT),
-        ("2A02:120B:C3E3:BA50:71B5:4541:38D:F08", True, UserKind.BOT),
-        ("92.249.204.224", False, UserKind.ANONYMOUS),
-        ("2A02:120B:C3E3:BA50:71B5:4541:38D:F08", False, UserKind.ANONYMOUS),
-        ("~2026-35935-22", True, UserKind.BOT),
-        ("~2026-35935-22", False, UserKind.TEMPORARY),
+        (examples.IPV4_USER, True, UserKind.BOT),
+        (examples.IPV6_USER, True, UserKind.BOT),
+        (examples.IPV4_USER, False, UserKind.ANONYMOUS),
+        (examples.IPV6_USER, False, UserKind.ANONYMOUS),
+        (examples.TEMPORARY_USER, True, UserKind.BOT),
+        (examples.TEMPORARY_USER, False, UserKind.TEMPORARY),
         ("~tilde user", False, UserKind.REGISTERED),
         ("2001 Odyssey", False, UserKind.REGISTERED),
         ("", False, UserKind.REGISTERED),
@@ -343,7 +369,7 @@ def test_schema_by_field_name_and_duplicate_keys_agree() -> None:
     assert agree(duplicated) is not None
     duplicated_meta = CURRENT_EDIT.replace(b'"meta":{', b'"meta":{"id":"first",')
     fast = agree(duplicated_meta)
-    assert fast is not None and fast.event_id == "84c92895-8294-4a3f-ac57-dc56e272c769"
+    assert fast is not None and fast.event_id == examples.CURRENT_EDIT_ID
 
 
 def test_canary_falls_back_to_a_canary() -> None:

@@ -7,6 +7,7 @@ tests/app/test_worker_pipeline.py against a real broker.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -17,10 +18,14 @@ from app.contract import Outcome
 from app.normalize import Filters
 from app.normalizer import Batch, DedupState, Topics, plan_batch
 from app.worker import Worker
+from tests import events
+from tests.app import examples
 from tests.app.bad_input import corpus
-from tests.realdata import CURRENT, line, lines
+from tests.app.examples import encoded
 
-RECEIVED = b"1781970600000"
+RECEIVED = b"1781970600000"  # 2026-06-20T15:50:00Z
+#: The synthetic events' start: the hour before RECEIVED, so every one is in range.
+START = datetime(2026, 6, 20, 14, 50, tzinfo=UTC)
 NOW = 1_781_970_700.0
 WINDOW = 3600.0
 
@@ -55,8 +60,13 @@ def event_id(data: bytes) -> str:
     return orjson.loads(data)["meta"]["id"]
 
 
+def synthetic(count: int) -> list[bytes]:
+    """``count`` distinct valid events (each its own ``meta.id``, no canaries)."""
+    return events.synthetic(count, start=START)
+
+
 def test_every_outcome_in_order(topics: Topics) -> None:
-    valid, other = line(CURRENT, 1), line(CURRENT, 2)
+    valid, other = encoded(examples.current_edit()), encoded(examples.current_new_page())
     canary = orjson.loads(valid)
     canary["meta"]["domain"] = "canary"
     bad = corpus()[0]
@@ -86,7 +96,7 @@ def test_every_outcome_in_order(topics: Topics) -> None:
 
 def test_the_whole_bad_input_corpus_and_the_batch_goes_on(topics: Topics) -> None:
     bad = corpus()
-    good = list(lines(CURRENT)[: len(bad)])
+    good = synthetic(len(bad))
     payloads = [p for pair in zip(bad, good, strict=True) for p in (pair[0].data, pair[1])]
     batch = plan(topics, DedupState(WINDOW), payloads)
     assert batch.outcomes == Counter({Outcome.DEAD_LETTER: len(bad), Outcome.VALID: len(good)})
@@ -98,12 +108,13 @@ def test_the_whole_bad_input_corpus_and_the_batch_goes_on(topics: Topics) -> Non
 
 
 def test_filters(topics: Topics) -> None:
-    events = list(lines(CURRENT)[:40])
-    namespaces = {orjson.loads(e)["namespace"] for e in events}
+    payloads = synthetic(40)
+    namespaces = {orjson.loads(e)["namespace"] for e in payloads}
+    assert len(namespaces) > 1
     keep = min(namespaces)
-    batch = plan(topics, DedupState(WINDOW), events, filters=Filters(namespaces={keep}))
-    kept = sum(orjson.loads(e)["namespace"] == keep for e in events)
-    assert batch.outcomes == Counter({Outcome.VALID: kept, Outcome.FILTERED: len(events) - kept})
+    batch = plan(topics, DedupState(WINDOW), payloads, filters=Filters(namespaces={keep}))
+    kept = sum(orjson.loads(e)["namespace"] == keep for e in payloads)
+    assert batch.outcomes == Counter({Outcome.VALID: kept, Outcome.FILTERED: len(payloads) - kept})
 
 
 def apply(state: DedupState, batch: Batch) -> None:
@@ -126,33 +137,33 @@ def replay_changelog(batches: list[Batch], topics: Topics) -> DedupState:
 def test_dedup_across_batches_survives_a_restore_and_forgets_after_the_window(
     topics: Topics,
 ) -> None:
-    events = list(lines(CURRENT)[:30])
+    payloads = synthetic(30)
     state = DedupState(WINDOW)
-    first = plan(topics, state, events[:20])
+    first = plan(topics, state, payloads[:20])
     apply(state, first)
     # A replay repeats events 10..19 and brings 20..29.
-    second = plan(topics, state, events[10:], first=20, now=NOW + 60)
+    second = plan(topics, state, payloads[10:], first=20, now=NOW + 60)
     apply(state, second)
     assert second.outcomes == Counter({Outcome.DUPLICATE: 10, Outcome.VALID: 10})
-    assert second.new_ids == [event_id(e) for e in events[20:]]
+    assert second.new_ids == [event_id(e) for e in payloads[20:]]
 
     # A restarted worker reads the changelog back: the same ids, the same decisions.
     restored = replay_changelog([first, second], topics)
     assert restored.first_seen == state.first_seen
-    again = plan(topics, restored, events[:5], first=40, now=NOW + 120)
+    again = plan(topics, restored, payloads[:5], first=40, now=NOW + 120)
     assert again.outcomes == Counter({Outcome.DUPLICATE: 5})
 
     # After the window the first batch's ids are new again (the second's not), and the purge
     # tombstones the first batch.
     later = NOW + WINDOW + 30
-    purge = plan(topics, state, [events[0], events[25]], first=50, now=later, purge=True)
+    purge = plan(topics, state, [payloads[0], payloads[25]], first=50, now=later, purge=True)
     assert purge.outcomes == Counter({Outcome.VALID: 1, Outcome.DUPLICATE: 1})
     assert purge.expired == [b"0:0"]
     tombstones = [out for out in purge.outputs if out.value is None]
     assert [(t.topic, t.key, t.partition) for t in tombstones] == [(topics.changelog, b"0:0", 0)]
     apply(state, purge)
-    assert state.seen(event_id(events[0]), later) and not state.seen(event_id(events[5]), later)
-    assert state.seen(event_id(events[25]), later)
+    assert state.seen(event_id(payloads[0]), later) and not state.seen(event_id(payloads[5]), later)
+    assert state.seen(event_id(payloads[25]), later)
     restored = replay_changelog([first, second, purge], topics)
     assert restored.first_seen == state.first_seen
 
@@ -160,7 +171,7 @@ def test_dedup_across_batches_survives_a_restore_and_forgets_after_the_window(
 def test_a_committed_batch_updates_metrics_and_health(topics: Topics) -> None:
     settings = load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent"})
     worker = Worker(settings)
-    valid = line(CURRENT, 1)
+    valid = encoded(examples.current_edit())
     canary = orjson.loads(valid)
     canary["meta"]["domain"] = "canary"
     batch = plan(topics, DedupState(WINDOW), [valid, valid, orjson.dumps(canary), b"{"])
@@ -175,20 +186,20 @@ def test_a_committed_batch_updates_metrics_and_health(topics: Topics) -> None:
 def test_a_flood_forgets_the_oldest_ids_first_and_memory_stays_bounded(
     topics: Topics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    events = list(lines(CURRENT)[:60])
+    payloads = synthetic(60)
     state = DedupState(WINDOW, max_ids=45)
     batches = []
     for first in (0, 20, 40):
-        batch = plan(topics, state, events[first : first + 20], first=first, now=NOW + first)
+        batch = plan(topics, state, payloads[first : first + 20], first=first, now=NOW + first)
         apply(state, batch)
         batches.append(batch)
     # 60 ids seen, 45 at most kept: the first batch (the oldest) is forgotten, with a warning.
     assert len(state) == 40 and state.evicted == [b"0:0"]
     assert "ingestion.dedup.max_ids = 45" in caplog.text
-    assert not state.seen(event_id(events[0]), NOW + 60)
-    assert state.seen(event_id(events[20]), NOW + 60)
+    assert not state.seen(event_id(payloads[0]), NOW + 60)
+    assert state.seen(event_id(payloads[20]), NOW + 60)
     # The next batch tombstones it in the changelog (and repeats of it are new again).
-    again = plan(topics, state, events[:1], first=60, now=NOW + 61)
+    again = plan(topics, state, payloads[:1], first=60, now=NOW + 61)
     assert again.outcomes == Counter({Outcome.VALID: 1})
     assert again.expired == [b"0:0"]
     assert [(o.key, o.value) for o in again.outputs if o.value is None] == [(b"0:0", None)]
