@@ -19,6 +19,9 @@ from infra.processes import free_port
 from infra.stack import Stack
 from tests import recordings
 
+# The Spark fixtures serve tests/spark/ and tests/recorded/: one plugin, so one SparkSession.
+pytest_plugins = ("tests.spark.fixtures",)
+
 RECORDED_RAN = pytest.StashKey[list[str]]()
 RECORDED_SELECTED = pytest.StashKey[int]()
 
@@ -52,7 +55,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     directory = recordings.recordings_dir()
     if ran:
         terminalreporter.write_line(
-            f"recorded: {len(ran)} tests ran on the recordings in {directory}"
+            f"recorded: {len(ran)} tests ran (recordings: {directory})"
         )
     elif directory is None:
         terminalreporter.write_line(

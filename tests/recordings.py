@@ -21,6 +21,21 @@ HOW_TO = (
 )
 
 
+#: The official recentchange JSON Schemas (Wikimedia's schema repositories), for the recorded
+#: layer's check of the synthetic events: ``WIKIPULSE_SCHEMAS``, else ``../shared/data/schemas``.
+SCHEMAS_ENV = "WIKIPULSE_SCHEMAS"
+DEFAULT_SCHEMAS_DIR = ROOT.parent / "shared" / "data" / "schemas"
+
+
+def schemas_dir() -> Path | None:
+    """The schemas' directory; None when not configured and not beside the checkout. A
+    configured directory is returned even when missing, so its tests fail rather than skip."""
+    configured = os.environ.get(SCHEMAS_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return DEFAULT_SCHEMAS_DIR if DEFAULT_SCHEMAS_DIR.is_dir() else None
+
+
 class RecordingsError(Exception):
     """WIKIPULSE_RECORDINGS names something that holds no recording."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -84,7 +85,12 @@ NAMESPACES: dict[int, tuple[str, float]] = {
     118: ("Draft:", 0.5),
 }
 #: Wikidata items live in namespace 0 (Q…) and properties in 120 (Property:P…).
-WIKIDATA_NAMESPACES = {0: ("", 97.0), 120: ("Property:", 1.0), 2: ("User:", 1.0), 4: ("Wikidata:", 1.0)}
+WIKIDATA_NAMESPACES = {
+    0: ("", 97.0),
+    120: ("Property:", 1.0),
+    2: ("User:", 1.0),
+    4: ("Wikidata:", 1.0),
+}
 
 
 class ChangeKind(StrEnum):
@@ -353,7 +359,8 @@ class SyntheticStream:
         for burst in self.options.bursts:
             edges.add(burst.at.total_seconds())
             edges.add((burst.at + burst.duration).total_seconds())
-        segments, first = [], 0.0
+        segments: list[_Segment] = []
+        first = 0.0
         ordered = sorted(edges)
         for index, offset in enumerate(ordered):
             bursts = self.options.bursts
@@ -388,7 +395,13 @@ class SyntheticStream:
             return 0
         offsets = [segment.offset for segment in self._segments]
         segment = self._segments[bisect.bisect_right(offsets, offset) - 1]
-        return math.ceil(segment.first + (offset - segment.offset) * segment.rate - 1e-9)
+        position = max(0, math.ceil(segment.first + (offset - segment.offset) * segment.rate))
+        # time() rounds to the microsecond: step to the exact first slot at or after the moment.
+        while position > 0 and self.time(position - 1) >= moment:
+            position -= 1
+        while self.time(position) < moment:
+            position += 1
+        return position
 
     # -- events ----------------------------------------------------------------------------
 
@@ -621,6 +634,8 @@ def _event(
     position: int,
 ) -> dict[str, Any]:
     server = WIKI_INDEX[wiki][0]
+    # Percent-encoded as MediaWiki does (wfUrlencode): the schemas declare these URIs.
+    page_url = f"https://{server}/wiki/{quote(title.replace(' ', '_'), safe=';@$!*(),/~:')}"
     rc_id = 1_000_000 + position * 3 + rng.randrange(3)
     if legacy:
         # Legacy events: timestamp equals meta.dt (to the second), nulls where 1.0.0 omits.
@@ -628,7 +643,7 @@ def _event(
         meta: dict[str, Any] = {
             "topic": LEGACY_TOPIC,
             "schema_uri": legacy_schema,
-            "uri": f"https://{server}/wiki/{title.replace(' ', '_')}",
+            "uri": page_url,
             "request_id": str(_uuid4(rng)),
             "id": event_id,
             "dt": _iso(moment, legacy=True),
@@ -641,7 +656,7 @@ def _event(
         lag = min(17.8, 0.1 + rng.expovariate(1 / 1.5))
         change_time = moment - timedelta(seconds=lag)
         meta = {
-            "uri": f"https://{server}/wiki/{title.replace(' ', '_')}",
+            "uri": page_url,
             "request_id": str(_uuid4(rng)),
             "id": event_id,
             "dt": _iso(moment),
@@ -658,7 +673,7 @@ def _event(
     elif legacy:
         event["id"] = None  # legacy log events send a null rc id
     elif rng.random() < 0.5:
-        event["id"] = rc_id  # current log events: present on most, absent on some
+        event["id"] = rc_id  # current log events: present on some, absent on others
     comment = _comment(kind, title, rng)
     event.update(
         type=kind.value,
@@ -701,8 +716,7 @@ def _event(
         parsedcomment=comment.replace("[[", "<a>").replace("]]", "</a>"),
     )
     if not legacy:
-        page = title.replace(" ", "_")
-        event["title_url"] = f"https://{server}/wiki/{page}"
+        event["title_url"] = page_url
         if not is_log:
             event["notify_url"] = f"https://{server}/w/index.php?diff={rc_id}"
     return event

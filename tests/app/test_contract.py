@@ -1,79 +1,22 @@
-"""The typed event's JSON Schema: committed, and only ever changed compatibly within a version."""
+"""The typed event's JSON Schema: committed, and only ever changed compatibly within a version.
+
+Compatibility is checked against the frozen copies of every published schema
+(app/schemas/published/, see app/schema_compat.py), not against git history: a shallow clone
+has no history, and the check must fail, never pass, when a published version is missing.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
-import subprocess
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.contract import SCHEMA_FILE, SCHEMA_VERSION, json_schema, render_json_schema
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _types(schema: dict[str, Any], node: dict[str, Any]) -> set[tuple[str, Any]]:
-    """The set of (type, refinement) a property accepts; refinement = enum values or format."""
-    if "$ref" in node:
-        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
-    if "anyOf" in node:
-        return set().union(*(_types(schema, member) for member in node["anyOf"]))
-    if "const" in node:
-        return {(node.get("type", "any"), frozenset([node["const"]]))}
-    if "enum" in node:
-        return {(node.get("type", "any"), frozenset(node["enum"]))}
-    return {(node.get("type", "any"), node.get("format"))}
-
-
-def _accepts(new: set[tuple[str, Any]], old_member: tuple[str, Any]) -> bool:
-    kind, refinement = old_member
-    for new_kind, new_refinement in new:
-        if new_kind != kind:
-            continue
-        if isinstance(refinement, frozenset) and isinstance(new_refinement, frozenset):
-            if refinement <= new_refinement:
-                return True
-        elif new_refinement in (None, refinement):
-            return True
-    return False
-
-
-def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What a consumer of ``old`` would trip over in ``new``: removed/renamed fields, narrowed
-    types (and enum values dropped)."""
-    problems = []
-    for name, old_node in old["properties"].items():
-        if name not in new["properties"]:
-            problems.append(f"field {name!r} removed or renamed")
-            continue
-        new_types = _types(new, new["properties"][name])
-        for member in sorted(_types(old, old_node), key=repr):
-            if not _accepts(new_types, member):
-                problems.append(f"field {name!r} no longer carries {member[0]} {member[1] or ''}")
-    return problems
-
-
-def published_versions() -> list[dict[str, Any]]:
-    """Every committed version of this version's schema file (git history), plus the file."""
-    relative = SCHEMA_FILE.relative_to(ROOT)
-    versions = [json.loads(SCHEMA_FILE.read_text())]
-    try:
-        commits = subprocess.run(
-            ["git", "log", "--format=%H", "--", str(relative)],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        ).stdout.split()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return versions
-    for commit in commits:
-        shown = subprocess.run(
-            ["git", "show", f"{commit}:{relative}"], cwd=ROOT, capture_output=True, text=True
-        )
-        if shown.returncode == 0:
-            versions.append(json.loads(shown.stdout))
-    return versions
+from app.contract import SCHEMA_FILE, SCHEMA_NAME, SCHEMA_VERSION, json_schema, render_json_schema
+from app.schema_compat import PUBLISHED_DIR, breaking_changes, published_schemas
 
 
 def test_committed_schema_matches_the_model() -> None:
@@ -85,10 +28,38 @@ def test_committed_schema_matches_the_model() -> None:
 
 def test_model_is_compatible_with_every_published_version() -> None:
     current = json_schema()
-    for published in published_versions():
-        assert breaking_changes(published, current) == [], (
-            "an incompatible change to the typed event needs a new SCHEMA_VERSION (and topic)"
+    published = published_schemas(SCHEMA_VERSION)  # raises when none is frozen
+    assert f"recentchange.v{SCHEMA_VERSION}.json" in published
+    for name, schema in published.items():
+        assert schema["$id"] == SCHEMA_NAME, name
+        assert breaking_changes(schema, current) == [], (
+            f"incompatible with the published {name}: an incompatible change to the typed "
+            "event needs a new SCHEMA_VERSION (and topic)"
         )
+
+
+def test_every_major_version_is_frozen_under_its_name() -> None:
+    names = sorted(path.name for path in PUBLISHED_DIR.glob("*.json"))
+    majors = set()
+    for name in names:
+        match = re.fullmatch(r"recentchange\.v(\d+)(\.\d+)?\.json", name)
+        assert match, f"{name}: not recentchange.v<major>[.<n>].json"
+        schema = json.loads((PUBLISHED_DIR / name).read_text(encoding="utf-8"))
+        assert schema["$id"] == f"wikipulse/recentchange/{match.group(1)}", name
+        majors.add(int(match.group(1)))
+    assert majors == set(range(1, SCHEMA_VERSION + 1)), names
+
+
+def test_a_missing_frozen_schema_fails_the_check(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"recentchange\.v1\.json"):
+        published_schemas(1, tmp_path)
+    with pytest.raises(FileNotFoundError):
+        published_schemas(SCHEMA_VERSION + 1)
+
+
+@pytest.fixture
+def published() -> dict[str, Any]:
+    return published_schemas(1)["recentchange.v1.json"]
 
 
 @pytest.fixture
@@ -96,30 +67,61 @@ def schema() -> dict[str, Any]:
     return json_schema()
 
 
-def test_checker_flags_a_removed_field(schema: dict[str, Any]) -> None:
+def test_checker_flags_a_removed_field(published: dict[str, Any], schema: dict[str, Any]) -> None:
     changed = copy.deepcopy(schema)
     del changed["properties"]["user"]
-    assert breaking_changes(schema, changed) == ["field 'user' removed or renamed"]
+    assert breaking_changes(published, changed) == ["field 'user' removed or renamed"]
 
 
-def test_checker_flags_a_renamed_field(schema: dict[str, Any]) -> None:
+def test_checker_flags_a_renamed_field(published: dict[str, Any], schema: dict[str, Any]) -> None:
     changed = copy.deepcopy(schema)
     changed["properties"]["user_name"] = changed["properties"].pop("user")
-    assert breaking_changes(schema, changed) == ["field 'user' removed or renamed"]
+    assert breaking_changes(published, changed) == ["field 'user' removed or renamed"]
 
 
-def test_checker_flags_a_narrowed_type(schema: dict[str, Any]) -> None:
-    changed = copy.deepcopy(schema)
-    changed["properties"]["rc_id"] = {"type": "string"}
-    assert breaking_changes(schema, changed)
+def test_checker_flags_a_narrowed_type(published: dict[str, Any], schema: dict[str, Any]) -> None:
+    to_string = copy.deepcopy(schema)
+    to_string["properties"]["rc_id"] = {"type": "string"}
+    assert breaking_changes(published, to_string) == [
+        "field 'rc_id' no longer accepts integer minimum=0",
+        "field 'rc_id' no longer accepts null",
+    ]
+    not_null = copy.deepcopy(schema)
+    not_null["properties"]["rc_id"] = {"minimum": 0, "type": "integer"}
+    assert breaking_changes(published, not_null) == ["field 'rc_id' no longer accepts null"]
     dropped_value = copy.deepcopy(schema)
     dropped_value["$defs"]["ChangeType"]["enum"].remove("external")
-    assert breaking_changes(schema, dropped_value)
+    assert breaking_changes(published, dropped_value) == [
+        "field 'type' no longer accepts string ['categorize', 'edit', 'external', 'log', 'new']"
+    ]
+    tighter = copy.deepcopy(schema)
+    tighter["properties"]["event_id"]["minLength"] = 36
+    tighter["properties"]["title"]["format"] = "uri"
+    assert breaking_changes(published, tighter) == [
+        "field 'event_id' no longer accepts string minLength=1",
+        "field 'title' no longer accepts string",
+    ]
 
 
-def test_checker_allows_compatible_changes(schema: dict[str, Any]) -> None:
+def test_checker_flags_a_newly_required_field(
+    published: dict[str, Any], schema: dict[str, Any]
+) -> None:
+    changed = copy.deepcopy(schema)
+    changed["properties"]["page_id"] = {"type": "integer"}
+    changed["required"] = [*changed["required"], "page_id", "rc_id"]
+    assert breaking_changes(published, changed) == [
+        "field 'page_id' newly required",
+        "field 'rc_id' newly required",
+    ]
+
+
+def test_checker_allows_compatible_changes(
+    published: dict[str, Any], schema: dict[str, Any]
+) -> None:
     changed = copy.deepcopy(schema)
     changed["properties"]["page_id"] = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
     changed["properties"]["bot"] = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+    changed["properties"]["namespace"] = {"type": "number"}  # integer -> number, no bound
+    changed["properties"]["event_time"].pop("format")
     changed["$defs"]["UserKind"]["enum"].append("system")
-    assert breaking_changes(schema, changed) == []
+    assert breaking_changes(published, changed) == []
