@@ -21,10 +21,11 @@ them (``"timestamp": <epoch ms>`` instead of ``offset``) resumes by time, like `
 be parsed is answered with HTTP 400.
 
 Positions are stable: the same position always carries the same bytes. A live synthetic
-stream sends each event when its time comes and, with no resume point, starts now; the first
-pass over a recording is sent byte for byte; in ``loop`` mode later passes get a new ``meta.id`` (a version
-4 UUID derived from a per-server random seed and the position) and ``meta.dt`` / ``timestamp``
-shifted by (time the pass started - time of the first recorded event), so they look current.
+stream sends each event when its time comes and, with no resume point, starts now. The first
+pass over a recording is sent byte for byte; in ``loop`` mode later passes get a new
+``meta.id`` (a version 4 UUID derived from a per-server random seed and the position) and
+``meta.dt`` / ``timestamp`` shifted by (time the pass started - time of the first recorded
+event), so they look current.
 Malformed frames (``malformed_every``) take positions of their own and never replace an event.
 """
 
@@ -234,8 +235,7 @@ class RecordedEvents:
     live = False
 
     def __init__(self, events: Sequence[bytes], *, loop: bool = False) -> None:
-        if not events:
-            raise ValueError("a recording needs at least one event")
+        # No events is allowed: a stream that only says ":ok" (then ends, or stays silent).
         self.events = list(events)
         self.loop = loop
         self._seed = uuid.uuid4().hex
@@ -252,7 +252,7 @@ class RecordedEvents:
     @property
     def count(self) -> int | None:
         """Events in the whole stream (None: without end)."""
-        return None if self.loop else len(self.events)
+        return None if self.loop and self.events else len(self.events)
 
     def event(self, ordinal: int, position: int) -> bytes:
         pass_number, index = divmod(ordinal, len(self.events))
@@ -304,8 +304,19 @@ class SyntheticEvents:
         return 0, self.stream.time(ordinal)
 
     def ordinal_at(self, moment: datetime) -> int:
-        position = self.stream.position_at(moment)
-        return position if self.count is None else min(position, self.count)
+        """The first event whose ``meta.dt`` is at or after ``moment``.
+
+        Every ``meta.dt`` is at or before its slot time (cut to milliseconds, or to seconds in
+        the legacy envelope; a repeat carries its original's), so no event before the first
+        slot at ``moment`` qualifies: scan on from there (one earlier, for rounding).
+        """
+        ordinal = max(0, self.stream.position_at(moment) - 1)
+        while self.count is None or ordinal < self.count:
+            when = event_time(self.stream.event(ordinal))
+            if when is not None and when >= moment:
+                return ordinal
+            ordinal += 1
+        return ordinal
 
 
 EventSource = RecordedEvents | SyntheticEvents
@@ -502,7 +513,11 @@ class ReplayServer:
             resume = parse_since(since)
         else:
             # Like EventStreams: a live stream starts now, a recording at its beginning.
-            return self._sequence.start_for_time(datetime.now(UTC)) if self._sequence.source.live else 0
+            return (
+                self._sequence.start_for_time(datetime.now(UTC))
+                if self._sequence.source.live
+                else 0
+            )
         if isinstance(resume, datetime):
             return self._sequence.start_for_time(resume)
         return resume
@@ -543,7 +558,8 @@ class ReplayServer:
                 if request.transport is not None:
                     request.transport.abort()
                 return response
-            if self.options.speed is None or (rate is not None and sent_here % 64 == 0):
+            unpaced = self.options.speed is None or sequence.source.live  # e.g. a backlog
+            if unpaced or (rate is not None and sent_here % 64 == 0):
                 await asyncio.sleep(0)  # let the client (often in the same loop) read
         if self.options.hold_open:
             await asyncio.Event().wait()  # until the client leaves or the server stops
@@ -558,11 +574,14 @@ class ReplayServer:
         source = self._sequence.source
         paced = source.pace_time(ordinal)
         speed = self.options.speed
+        if paced is not None and source.live:
+            # By the wall clock, whatever the speed: an event never leaves before its time.
+            while (wait := (paced[1] - datetime.now(UTC)).total_seconds()) > 0:
+                await asyncio.sleep(wait)
+            return paced
         if paced is None or speed is None:
             return previous if paced is None else paced
-        if source.live:
-            wait = (paced[1] - datetime.now(UTC)).total_seconds()
-        elif previous is not None and previous[0] == paced[0]:
+        if previous is not None and previous[0] == paced[0]:
             wait = (paced[1] - previous[1]).total_seconds() / speed
         else:
             wait = 0

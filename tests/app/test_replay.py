@@ -19,15 +19,20 @@ import aiohttp
 import orjson
 import pytest
 
-from infra.replay.server import CONTENT_TYPE, STREAM_PATH, ReplayOptions, ReplayServer
+from infra.replay.server import (
+    CONTENT_TYPE,
+    STREAM_PATH,
+    ReplayOptions,
+    ReplayServer,
+    SyntheticEvents,
+)
+from infra.replay.synthetic import StreamOptions, SyntheticStream
+from tests.events import stream, synthetic
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "tests" / "data" / "recentchange-sample.ndjson"
-SHARED = REPO.parent / "shared" / "data" / "recentchange"
-FULL = SHARED / "viniciusvdias-pdm-g10-wikimedia-recentchange-sample.ndjson"
-FULL_SSE = SHARED / "sse" / "viniciusvdias-pdm-g10-wikimedia-recentchange-sample.sse"
-
-LINES = SAMPLE.read_bytes().splitlines()
+#: A fixed start: the same events, and the same times, on every run.
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LINES = synthetic(60, start=START)
 
 
 def wikimedia_id(offset: int) -> list[dict[str, Any]]:
@@ -39,6 +44,10 @@ def wikimedia_id(offset: int) -> list[dict[str, Any]]:
 
 def dt_of(line: bytes) -> datetime:
     return datetime.fromisoformat(orjson.loads(line)["meta"]["dt"])
+
+
+def offset_of(frame: dict[str, bytes]) -> int:
+    return int(orjson.loads(frame["id"])[0]["offset"])
 
 
 @dataclass
@@ -103,7 +112,9 @@ async def serve() -> AsyncIterator[Serve]:
     """Start replay servers on free ports; stop them after the test."""
     servers: list[ReplayServer] = []
 
-    async def start(events: list[bytes], **options: Any) -> tuple[ReplayServer, str]:
+    async def start(
+        events: list[bytes] | SyntheticEvents, **options: Any
+    ) -> tuple[ReplayServer, str]:
         server = ReplayServer(events, ReplayOptions(**options))
         servers.append(server)
         return server, await server.start()
@@ -153,21 +164,6 @@ async def test_from_ndjson_serves_each_non_empty_line_byte_for_byte(tmp_path: Pa
     ]
 
 
-async def test_full_recording_is_served_byte_for_byte() -> None:
-    lines = FULL.read_bytes().splitlines()
-    server = ReplayServer.from_ndjson(FULL)
-    url = await server.start()
-    try:
-        seen = await read_stream(url)
-    finally:
-        await server.stop()
-    assert len(lines) == 384
-    assert [frame["data"] for frame in seen.events] == lines
-    # The wire text differs from the raw capture only in the ids (offsets, not timestamps).
-    captured = FULL_SSE.read_bytes().rstrip(b"\n").split(b"\n\n")
-    assert [part.split(b"\ndata: ", 1)[1] for part in captured] == lines
-
-
 async def test_last_event_id_resumes_right_after_that_event(serve: Serve) -> None:
     server, url = await serve(LINES)
     last_id = orjson.dumps(wikimedia_id(9)).decode()
@@ -179,22 +175,22 @@ async def test_last_event_id_resumes_right_after_that_event(serve: Serve) -> Non
     assert server.requests == [(last_id, "")]
 
 
-async def test_a_real_wikimedia_timestamp_id_resumes_by_time(serve: Serve) -> None:
-    # The first id of the raw capture: eqiad position given as a timestamp in epoch ms.
-    real_id = (
-        FULL_SSE.read_text().split("\n")[1].removeprefix("id: ")
-        if FULL_SSE.exists()
-        else (
-            '[{"topic":"eqiad.mediawiki.recentchange","partition":0,"timestamp":1781970588989},'
-            '{"topic":"codfw.mediawiki.recentchange","partition":0,"offset":-1}]'
-        )
-    )
-    moment = datetime.fromtimestamp(orjson.loads(real_id)[0]["timestamp"] / 1000, UTC)
+async def test_a_wikimedia_timestamp_id_resumes_by_time(serve: Serve) -> None:
+    # As Wikimedia sends them: the eqiad position given as a timestamp in epoch ms.
+    moment = dt_of(LINES[30]) + timedelta(milliseconds=5)
+    wikimedia_timestamp_id = orjson.dumps(
+        [
+            {"topic": "eqiad.mediawiki.recentchange", "partition": 0,
+             "timestamp": round(moment.timestamp() * 1000)},
+            {"topic": "codfw.mediawiki.recentchange", "partition": 0, "offset": -1},
+        ]
+    ).decode()  # fmt: skip
     expected = next(i for i, line in enumerate(LINES) if dt_of(line) >= moment)
     _, url = await serve(LINES)
 
-    seen = await read_stream(url, headers={"Last-Event-ID": real_id}, limit=1)
+    seen = await read_stream(url, headers={"Last-Event-ID": wikimedia_timestamp_id}, limit=1)
 
+    assert 30 < expected < len(LINES)
     assert seen.events[0]["data"] == LINES[expected]
 
 
@@ -392,32 +388,204 @@ def test_nonsense_options_are_rejected(options: dict[str, Any]) -> None:
         ReplayOptions(**options)
 
 
-async def test_command_line_serves_a_file_until_sigterm() -> None:
+# ---- the synthetic source -------------------------------------------------------------------
+
+#: A stream with everything the generator makes: repeats, canaries, legacy envelopes.
+VARIED = {"start": START, "duplicate_rate": 0.05, "canary_interval": timedelta(seconds=2),
+          "legacy_share": 0.2}  # fmt: skip
+
+
+async def test_a_finite_synthetic_stream_is_served_byte_for_byte(serve: Serve) -> None:
+    expected = synthetic(300, **VARIED)  # a stream of its own: the same seed, the same bytes
+    server, url = await serve(SyntheticEvents(stream(**VARIED), count=300, live=False))
+
+    seen = await read_stream(url)
+
+    assert [frame["data"] for frame in seen.frames] == expected
+    assert [offset_of(frame) for frame in seen.frames] == list(range(300))
+    assert seen.error is None  # ends cleanly after `count` events
+    assert (server.event_count, server.events_sent) == (300, 300)
+    roles = {orjson.loads(data)["meta"]["domain"] for data in expected}
+    assert "canary" in roles and len({orjson.loads(d)["meta"]["id"] for d in expected}) < 300
+
+
+async def test_last_event_id_resumes_an_endless_synthetic_stream_right_after_it(
+    serve: Serve,
+) -> None:
+    expected = synthetic(1010, **VARIED)[1000:]
+    _, url = await serve(SyntheticEvents(stream(**VARIED), live=False))
+    last_id = orjson.dumps(wikimedia_id(999)).decode()
+
+    seen = await read_stream(url, headers={"Last-Event-ID": last_id}, limit=10)
+
+    assert [frame["data"] for frame in seen.events] == expected
+    assert [offset_of(frame) for frame in seen.events] == list(range(1000, 1010))
+
+
+@pytest.mark.parametrize("form", ["iso-microseconds", "epoch-ms", "timestamp-id"])
+async def test_since_starts_a_synthetic_stream_at_the_first_event_at_or_after_it(
+    serve: Serve, form: str
+) -> None:
+    events = synthetic(400, **VARIED)
+    parsed = [orjson.loads(line) for line in events]
+    first_legacy = next(p for p, event in enumerate(parsed) if p and "$schema" not in event)
+    ids = [event["meta"]["id"] for event in parsed]
+    first_repeat = next(p for p, event_id in enumerate(ids) if event_id in ids[:p])
+    # meta.dt is cut to milliseconds (to seconds in the legacy envelope) and a repeat carries
+    # its original's: just after the event before one of those, the next slot's event is early.
+    moments = [
+        dt_of(events[250]) + timedelta(microseconds=700),  # between two events
+        dt_of(events[310]),  # on one exactly
+        dt_of(events[first_legacy - 1]) + timedelta(milliseconds=1),
+        dt_of(events[first_repeat - 1]) + timedelta(milliseconds=1),
+    ]
+    _, url = await serve(SyntheticEvents(stream(**VARIED), live=False))
+    for moment in moments:
+        millis = round(moment.timestamp() * 1000)
+        timestamp_id = [
+            {"topic": "eqiad.mediawiki.recentchange", "partition": 0, "timestamp": millis}
+        ]
+        request: dict[str, Any] = {
+            "iso-microseconds": {"params": {"since": moment.isoformat()}},
+            "epoch-ms": {"params": {"since": str(millis)}},
+            "timestamp-id": {"headers": {"Last-Event-ID": orjson.dumps(timestamp_id).decode()}},
+        }[form]
+        asked = moment if form == "iso-microseconds" else datetime.fromtimestamp(millis / 1000, UTC)
+        expected = next(i for i, line in enumerate(events) if dt_of(line) >= asked)
+
+        seen = await read_stream(url, limit=3, **request)
+
+        assert [frame["data"] for frame in seen.events] == events[expected : expected + 3]
+        assert offset_of(seen.events[0]) == expected
+
+
+async def test_a_live_synthetic_stream_starts_now_and_sends_no_event_before_its_time(
+    serve: Serve,
+) -> None:
+    rate = 80.0
+    # An hour of events already behind: a client without a resume point does not get them.
+    live = stream(start=datetime.now(UTC) - timedelta(hours=1), rate=rate)
+    _, url = await serve(SyntheticEvents(live, live=True))
+    arrivals: list[tuple[datetime, dict[str, bytes]]] = []
+
+    connected_at = datetime.now(UTC)
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        frame: dict[str, bytes] = {}
+        async for raw in response.content:
+            line = raw.removesuffix(b"\n")
+            if line.startswith((b"id: ", b"data: ")):
+                name, _, value = line.partition(b": ")
+                frame[name.decode()] = value
+            elif not line and "data" in frame:
+                arrivals.append((datetime.now(UTC), frame))
+                frame = {}
+                if len(arrivals) == 40:
+                    break
+
+    times = [dt_of(frame["data"]) for _, frame in arrivals]
+    first = offset_of(arrivals[0][1])
+    assert connected_at <= times[0]
+    assert first > 0.99 * 3600 * rate  # started at now, an hour into the stream
+    assert [offset_of(frame) for _, frame in arrivals] == list(range(first, first + 40))
+    assert [frame["data"] for _, frame in arrivals] == list(live.events(40, first=first))
+    # Paced by event time: none arrived before its meta.dt, so 40 events at 80/s took at
+    # least the half second of event time they span.
+    assert all(arrived >= when for (arrived, _), when in zip(arrivals, times, strict=True))
+    assert times[-1] - times[0] >= timedelta(seconds=39 / rate - 0.002)
+
+
+async def test_a_live_synthetic_stream_resumed_from_the_past_sends_the_backlog_first(
+    serve: Serve,
+) -> None:
+    live = stream(start=datetime.now(UTC) - timedelta(minutes=5), rate=100.0)
+    _, url = await serve(SyntheticEvents(live, live=True))
+    behind = live.position_at(datetime.now(UTC) - timedelta(seconds=1))
+    last_id = orjson.dumps(wikimedia_id(behind)).decode()
+
+    asked_at = datetime.now(UTC)
+    seen = await read_stream(url, headers={"Last-Event-ID": last_id}, limit=150)
+
+    assert [frame["data"] for frame in seen.events] == list(live.events(150, first=behind + 1))
+    times = [dt_of(frame["data"]) for frame in seen.events]
+    assert times[0] < asked_at < times[-1]  # events from before the request, then live ones
+
+
+async def start_command_line(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """``python -m infra.replay ARGS`` on a free port; (the process, the URL it logged)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "infra.replay",
-        str(SAMPLE),
-        "--port",
-        "0",
-        "--fast",
+        sys.executable, "-m", "infra.replay", *args, "--port", "0",
         cwd=REPO,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    )  # fmt: skip
     assert process.stderr is not None
     try:
-        url = None
-        async with asyncio.timeout(15):
-            while url is None:
+        async with asyncio.timeout(30):
+            while True:
                 line = (await process.stderr.readline()).decode()
                 assert line, "replay exited before logging its URL"
                 found = re.search(r"http://127\.0\.0\.1:\d+/v2/stream/recentchange", line)
-                url = found.group(0) if found else None
+                if found:
+                    return process, found.group(0)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+
+
+async def stop_command_line(process: asyncio.subprocess.Process) -> int:
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        return await process.wait()
+
+
+async def test_command_line_serves_a_file_until_sigterm(tmp_path: Path) -> None:
+    recording = tmp_path / "recording.ndjson"
+    recording.write_bytes(b"\n".join(LINES) + b"\n")
+    process, url = await start_command_line("serve", str(recording), "--fast")
+    try:
         seen = await read_stream(url)
         assert [frame["data"] for frame in seen.events] == LINES
+        assert seen.error is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(15):
-            return_code = await process.wait()
+        return_code = await stop_command_line(process)
+    assert return_code == 0
+
+
+async def test_command_line_without_a_file_serves_the_synthetic_stream() -> None:
+    # Every stream option given: the expectation does not lean on the command's defaults.
+    options = StreamOptions(
+        seed=5, rate=40.0, start=START, legacy_share=0.3, duplicate_rate=0.1,
+        canary_interval=timedelta(seconds=1),
+    )  # fmt: skip
+    expected = list(SyntheticStream(options).events(80))
+    process, url = await start_command_line(
+        "serve", "--fast", "--events", "80", "--seed", "5", "--event-rate", "40",
+        "--start", START.isoformat(), "--legacy-share", "0.3", "--duplicate-rate", "0.1",
+        "--canary-every", "1",
+    )  # fmt: skip
+    try:
+        seen = await read_stream(url)
+    finally:
+        return_code = await stop_command_line(process)
+    assert [frame["data"] for frame in seen.events] == expected
+    assert [offset_of(frame) for frame in seen.events] == list(range(80))
+    assert seen.error is None  # --events: a finite stream that ends cleanly
+    assert return_code == 0
+
+
+async def test_command_line_without_options_serves_a_live_synthetic_stream() -> None:
+    process, url = await start_command_line("serve")
+    try:
+        connected_at = datetime.now(UTC)
+        seen = await read_stream(url, limit=5)
+        received_at = datetime.now(UTC)
+    finally:
+        return_code = await stop_command_line(process)
+    events = [orjson.loads(frame["data"]) for frame in seen.events]
+    assert len(events) == 5
+    assert all(event["$schema"].startswith("/mediawiki/recentchange/1.0.") for event in events)
+    first = datetime.fromisoformat(events[0]["meta"]["dt"])
+    # It starts now, not at the beginning of the stream the process made when it started.
+    assert connected_at <= first <= received_at
     assert return_code == 0

@@ -12,7 +12,6 @@ from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,7 +20,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from infra.replay.server import ReplayOptions, ReplayServer
 from app.sse import (
     RECONNECT_REASONS,
     SseEvent,
@@ -30,13 +28,12 @@ from app.sse import (
     parse_retry_after,
     user_agent,
 )
+from infra.replay.server import ReplayOptions, ReplayServer
+from tests.events import synthetic
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "tests" / "data" / "recentchange-sample.ndjson"
-SHARED = REPO.parent / "shared" / "data" / "recentchange"
-FULL = SHARED / "viniciusvdias-pdm-g10-wikimedia-recentchange-sample.ndjson"
-
-LINES = SAMPLE.read_bytes().splitlines()
+#: A fixed start: the same events, and the same times, on every run.
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LINES = synthetic(60, start=START)
 
 
 def dt_of(line: bytes) -> datetime:
@@ -218,7 +215,7 @@ def test_retry_after_is_seconds_or_an_http_date() -> None:
 
 
 async def test_every_event_arrives_once_and_byte_identical_despite_drops(serve: Serve) -> None:
-    lines = FULL.read_bytes().splitlines()
+    lines = synthetic(384, seed=3, start=START)
     server, url = await serve(lines, drop_every=50)
     store = Store()
     watch = Watch(store)
@@ -226,7 +223,6 @@ async def test_every_event_arrives_once_and_byte_identical_despite_drops(serve: 
 
     await collect(source, store, len(lines))
 
-    assert len(lines) == 384
     assert store.data == lines  # all of them, once each, in order, byte for byte
     assert len({event.id for event in store.events}) == len(lines)
     assert all(event.event == "message" for event in store.events)
@@ -253,7 +249,7 @@ async def test_a_restarted_source_resumes_after_the_stored_id(serve: Serve) -> N
 
 
 async def test_since_is_used_only_when_there_is_no_resume_id(serve: Serve) -> None:
-    since = "2026-06-20T15:49:50Z"
+    since = "2026-03-01T12:00:00.500Z"  # half a second into LINES (40 events a second)
     server, url = await serve(LINES)
     store, watch = Store(), Watch()
     source = make_source(f"{url}?wiki=enwiki", store, watch, since=since)

@@ -1,7 +1,8 @@
 """The worker for real: replay server (SSE) -> faust worker -> real Kafka.
 
-Real recorded events, abrupt connection drops, malformed frames, a SIGKILL mid-stream: the
-typed topic must hold each valid event exactly once and every raw record must have one outcome.
+Synthetic events (tests/events.py), abrupt connection drops, malformed frames, a SIGKILL
+mid-stream: the typed topic must hold each valid event exactly once and every raw record must
+have one outcome.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import pytest
 
 from app.config import Settings, load_settings
 from app.contract import HEADER_SCHEMA_VERSION, HEADER_SSE_ID, RecentChange
-from infra.replay.server import ReplayOptions
 from infra.kafka import ensure_topics
 from infra.processes import free_port
+from infra.replay.server import ReplayOptions
 from infra.stack import Stack
 from tests.app.bad_input import corpus
+from tests.events import synthetic
 from tests.harness import (
     ReplayThread,
     WorkerProcess,
@@ -33,7 +35,6 @@ from tests.harness import (
     worker_health,
     worker_metrics,
 )
-from tests.realdata import CURRENT, lines
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +57,12 @@ def typed_count(settings: Settings) -> int:
 def test_exactly_once_through_drops_malformed_frames_and_a_sigkill(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    events = list(lines(CURRENT))  # 384 real events, all with distinct meta.id
+    events = synthetic(384)  # all with distinct meta.id, times now, 40 a second
     expected_ids = {orjson.loads(e)["meta"]["id"] for e in events}
+    assert len(expected_ids) == len(events)
     end = len(events) + len(events) // (MALFORMED_EVERY - 1)
     malformed = sum(1 for p in range(end) if (p + 1) % MALFORMED_EVERY == 0)
-    # 2× the recorded pace (~5 s in all): slow enough for the kill to land mid-stream on a
+    # 2× the event-time pace (~5 s in all): slow enough for the kill to land mid-stream on a
     # loaded machine.
     options = ReplayOptions(
         speed=2.0, drop_every=37, malformed_every=MALFORMED_EVERY, hold_open=True
@@ -123,7 +125,7 @@ def test_exactly_once_through_drops_malformed_frames_and_a_sigkill(
 def test_outcomes_reconcile_with_duplicates_filters_and_canaries(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    events = list(lines(CURRENT)[:120])
+    events = synthetic(120, seed=12)
     repeated = events[:10]  # Wikimedia replays and its two datacenters repeat events
     canary = orjson.loads(events[0])
     canary["meta"]["domain"] = "canary"
@@ -177,10 +179,10 @@ def test_outcomes_reconcile_with_duplicates_filters_and_canaries(
 def test_bad_input_is_dead_lettered_and_the_typed_topic_can_be_rebuilt(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    valid = list(lines(CURRENT)[:40])
+    valid = synthetic(40, seed=13)
     bad = corpus()
     feed: list[bytes] = []
-    for index, item in enumerate(bad):  # bad input between real events: the worker goes on
+    for index, item in enumerate(bad):  # bad input between good events: the worker goes on
         feed += [valid[index % len(valid)] if index < len(valid) else valid[0], item.data]
     feed += valid[len(bad) :]
     valid_ids = {orjson.loads(e)["meta"]["id"] for e in valid}
@@ -231,7 +233,7 @@ def test_bad_input_is_dead_lettered_and_the_typed_topic_can_be_rebuilt(
 def test_another_worker_takes_the_stream_over_when_the_leader_dies(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    events = list(lines(CURRENT))
+    events = synthetic(384, seed=14)
     expected_ids = {orjson.loads(e)["meta"]["id"] for e in events}
     with ReplayThread(events, ReplayOptions(speed=1.0, hold_open=True)) as replay:
         env = pipeline_environment(stack_env, replay.url)

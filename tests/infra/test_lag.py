@@ -35,8 +35,8 @@ from infra.lag import (
 )
 from infra.processes import free_port
 from infra.stack import Stack
+from tests.events import synthetic
 from tests.harness import ROOT, pipeline_environment, running_worker, wait_until
-from tests.realdata import CURRENT, lines
 from tests.spark.helpers import produce, scratch_database, typed_events
 
 # ---- no broker: the checkpoint format, the arithmetic ---------------------------------------
@@ -220,7 +220,7 @@ def kafka_cli_lag(stack: Stack, settings: Settings) -> dict[int, int]:
 def test_normalizer_lag_until_a_worker_has_caught_up(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    events = list(lines(CURRENT))
+    events = synthetic(384)
     env = pipeline_environment(
         stack_env,
         "http://127.0.0.1:9/unused",
@@ -287,7 +287,7 @@ def test_spark_lag_from_the_checkpoint_of_a_real_run(
     stack: Stack, stack_env: dict[str, str], subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:
     received = time.time()
-    events = typed_events(lines(CURRENT), received_at=datetime.fromtimestamp(received, UTC))
+    events = typed_events(synthetic(384), received_at=datetime.fromtimestamp(received, UTC))
     overrides = {
         "KAFKA_TOPICS_TYPED_NAME": f"lag-typed-{os.getpid()}-{int(received)}",
         "SPARK_CHECKPOINT_LOCATION": str(tmp_path / "checkpoints"),
@@ -303,7 +303,7 @@ def test_spark_lag_from_the_checkpoint_of_a_real_run(
             **subprocess_env,
             **overrides,
             "POSTGRES_DATABASE": settings.postgres.database,
-            "POSTGRES_RETENTION_DAYS": "100000",  # the recorded events are months old
+            "POSTGRES_RETENTION_DAYS": "100000",  # whatever the events' times, none is purged
             "SPARK_MASTER": "local[2]",
             "SPARK_DRIVER_MEMORY": "768m",
             "SPARK_LOCAL_IP": "127.0.0.1",
