@@ -1,7 +1,9 @@
-"""Helpers of the Spark tests: typed topics, scratch databases, golden values, table snapshots.
+"""Helpers of the Spark tests: typed topics, scratch databases, golden values, table snapshots,
+the typed topic's round trip through Spark's JSON reader.
 
-The golden values are computed here from the recorded raw JSON lines with plain Python (json,
-datetime, ipaddress): not with app.normalize, not with Spark, not with the job's code.
+The golden values are computed here from the events' raw JSON lines (synthetic, hand-written or
+recorded) with plain Python (json, datetime, ipaddress): not with app.normalize, not with Spark,
+not with the job's code.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ import psycopg2
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg2 import sql
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import TimestampType
 
 from app.config import Settings, load_settings
 from app.contract import WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
 from infra.stack import Stack, migrate
+from spark.schema import EVENT_SCHEMA
+from spark.transforms import parse_events
 
 TYPED_PARTITIONS = 3
 
@@ -102,6 +109,43 @@ def produce(
             aborted=aborted,
         )
     )
+
+
+# ---- Spark's JSON reader --------------------------------------------------------------------
+
+
+def _as_plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1_000_000)
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return value
+
+
+def _sort_key(row: dict[str, Any]) -> str:
+    """A total order on rows (ids may repeat in a recording), to compare them as multisets."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+
+
+def assert_survives_the_typed_topic(spark: SparkSession, events: Sequence[RecentChange]) -> None:
+    """Every event, as the worker encodes it, parses back into the schema's columns with the
+    contract's values (timestamps to the microsecond)."""
+    records = spark.createDataFrame([(encode(e),) for e in events], "value binary")
+    timestamps = [f.name for f in EVENT_SCHEMA.fields if f.dataType == TimestampType()]
+    # Timestamps as epoch microseconds: collected TimestampType values are naive local times.
+    parsed = parse_events(records).select(
+        *(
+            F.unix_micros(F.col(name)).alias(name) if name in timestamps else F.col(name)
+            for name in EVENT_SCHEMA.fieldNames()
+        )
+    )
+    rows = sorted((row.asDict() for row in parsed.collect()), key=_sort_key)
+    expected = sorted(
+        ({name: _as_plain(value) for name, value in e.model_dump().items()} for e in events),
+        key=_sort_key,
+    )
+    assert len(rows) == len(events)
+    assert rows == expected
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The whole job on real Kafka, real Spark and real PostgreSQL: recorded events through the typed
-topic, compared with values computed here with plain Python (tests/spark/helpers.golden)."""
+"""The whole job on real Kafka, real Spark and real PostgreSQL: synthetic events (tests/events.py)
+through the typed topic, compared with values computed here with plain Python from their raw
+JSON (tests/spark/helpers.golden). tests/recorded/test_spark_recorded.py does the same over real
+recordings."""
 
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from app.config import Settings
 from app.contract import ChangeType, RecentChange, UserKind
 from spark import QUERY_NAME
 from spark.job import checkpoint_location, run, submit_command
-from tests.realdata import CURRENT, LEGACY_BATCH, lines
-from tests.spark.conftest import JobSettings
+from tests.events import synthetic
+from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import (
+    WIKI_COUNTERS,
     batches,
     golden,
     produce,
@@ -37,12 +40,37 @@ pytestmark = pytest.mark.integration
 
 RECEIVED = datetime(2026, 6, 21, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
+#: Current-envelope events of a fixed past afternoon, 4 a second: ~100 s over three windows.
+CURRENT_START = datetime(2026, 6, 20, 15, 0, tzinfo=UTC)
+#: Legacy-envelope events (``meta.schema_uri``) of a fixed day in 2018, 10 a second.
+LEGACY_START = datetime(2018, 3, 7, 16, 0, tzinfo=UTC)
+
+
+def current_events() -> tuple[bytes, ...]:
+    """400 events of every type and editor kind in the current envelope, all ids distinct (as
+    the worker writes the typed topic: deduplicated, without canaries)."""
+    return tuple(synthetic(400, seed=384, start=CURRENT_START, rate=4.0))
+
+
+def legacy_events() -> tuple[bytes, ...]:
+    """2000 events, every one in a legacy envelope (null rc ids on log events, nulls for absent
+    lengths and revisions, ``meta.dt`` ending in +00:00)."""
+    return tuple(synthetic(2000, seed=2018, start=LEGACY_START, rate=10.0, legacy_share=1.0))
 
 
 def assert_golden(settings: Settings, raw_lines: tuple[bytes, ...]) -> None:
     expected_users, expected_wikis = golden(raw_lines, window=settings.spark.windowing.duration)
     assert user_edit_counts(settings) == expected_users
     assert wiki_activity(settings) == expected_wikis
+
+
+def assert_every_counter_is_exercised(raw_lines: tuple[bytes, ...]) -> None:
+    """The events give every counter something to count over more than one window, so a
+    golden comparison cannot pass on zeros."""
+    users, wikis = golden(raw_lines)
+    assert len({start for start, _ in wikis}) >= 3 and len(users) > 100
+    for index, counter in enumerate(WIKI_COUNTERS):
+        assert sum(row[1 + index] for row in wikis.values()) > 0, counter
 
 
 def aborted_copies(events: list[RecentChange], count: int) -> list[RecentChange]:
@@ -61,7 +89,8 @@ def test_golden_current_events_and_a_replayed_batch(
     spark: SparkSession, job_settings: JobSettings
 ) -> None:
     settings = job_settings()
-    raw = lines(CURRENT)
+    raw = current_events()
+    assert_every_counter_is_exercised(raw)
     events = typed_events(raw, received_at=RECEIVED)
     produce(settings, events, aborted=aborted_copies(events, 50))
     run(spark, settings, available_now=True, retention=False)
@@ -94,7 +123,9 @@ def test_golden_current_events_and_a_replayed_batch(
 
 def test_golden_legacy_batch_and_rebuild(spark: SparkSession, job_settings: JobSettings) -> None:
     settings = job_settings()
-    raw = lines(LEGACY_BATCH)
+    raw = legacy_events()
+    assert all(b'"schema_uri"' in line and b'"$schema"' not in line for line in raw)
+    assert_every_counter_is_exercised(raw)
     produce(settings, typed_events(raw, received_at=RECEIVED), per_transaction=500)
     run(spark, settings, available_now=True, retention=False)
     assert_golden(settings, raw)
@@ -193,7 +224,7 @@ def test_sigkill_mid_stream_then_restart_from_the_checkpoint(
         SPARK_MASTER="local[2]",
         SPARK_DRIVER_MEMORY="768m",
     )
-    raw = lines(CURRENT)
+    raw = current_events()
     produce(settings, typed_events(raw, received_at=RECEIVED))
     command, extra_env = submit_command(settings)
     env = {
@@ -207,7 +238,7 @@ def test_sigkill_mid_stream_then_restart_from_the_checkpoint(
         "SPARK_MASTER": "local[2]",
         "SPARK_DRIVER_MEMORY": "768m",
         "SPARK_LOCAL_IP": "127.0.0.1",
-        "POSTGRES_RETENTION_DAYS": "100000",  # the recorded events are months old
+        "POSTGRES_RETENTION_DAYS": "100000",  # the events are of a fixed day in the past
     }
     log_file = tmp_path / "job.log"
     with log_file.open("wb") as output:
@@ -285,12 +316,16 @@ def test_the_job_applies_the_retention_and_stops_when_asked(
     settings = job_settings(SPARK_TRIGGER_PROCESSING_TIME="1 second")
     now = datetime.now(UTC)
     old = (now - timedelta(days=40)).replace(second=0, microsecond=0)
-    query(
-        settings,
-        "INSERT INTO user_edit_counts (window_start, window_end, user_name, edit_count) "
-        "VALUES (%s, %s, 'Ancient', 1)",
-        (old, old + timedelta(minutes=1)),
-    )
+    # The retention counts back from the table's newest window: one ten minutes old is there
+    # before the job starts, so its first round deletes "Ancient" and keeps "Kept".
+    kept = (now - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    for start, user in ((old, "Ancient"), (kept, "Kept")):
+        query(
+            settings,
+            "INSERT INTO user_edit_counts (window_start, window_end, user_name, edit_count) "
+            "VALUES (%s, %s, %s, 1)",
+            (start, start + timedelta(minutes=1), user),
+        )
     produce(settings, [late_test_event(now - timedelta(seconds=5), user="Recent")])
     stop = threading.Event()
     runner = threading.Thread(target=run, args=(spark, settings), kwargs={"stop": stop})
@@ -305,4 +340,4 @@ def test_the_job_applies_the_retention_and_stops_when_asked(
         runner.join(30)
     assert not runner.is_alive()
     assert not spark.streams.active
-    assert [user for (_, user) in user_edit_counts(settings)] == ["Recent"]
+    assert sorted(user for (_, user) in user_edit_counts(settings)) == ["Kept", "Recent"]

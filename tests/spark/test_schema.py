@@ -1,15 +1,16 @@
 """The Spark schema agrees with the event contract: its committed JSON Schema, and the bytes the
-worker writes (every recorded event survives the trip through Spark's JSON reader)."""
+worker writes (every event, current and legacy envelope, survives the trip through Spark's JSON
+reader; tests/recorded/test_spark_recorded.py does the same over real recordings)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
     DataType,
@@ -21,9 +22,8 @@ from pyspark.sql.types import (
 
 from app.contract import RecentChange, json_schema
 from spark.schema import EVENT_SCHEMA, spark_schema
-from spark.transforms import parse_events
-from tests.realdata import CURRENT, LEGACY_BATCH, LEGACY_FIXTURES, LEGACY_SINGLE, lines
-from tests.spark.helpers import encode, typed_events
+from tests.events import synthetic
+from tests.spark.helpers import assert_survives_the_typed_topic, typed_events
 
 
 def _json_schema_type(schema: dict[str, Any], node: dict[str, Any]) -> tuple[DataType, bool]:
@@ -103,42 +103,19 @@ def test_nested_models_and_optional_fields_map() -> None:
     )
 
 
-def _as_plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return round(value.timestamp() * 1_000_000)
-    if hasattr(value, "value"):  # enums
-        return value.value
-    return value
-
-
-def test_every_recorded_event_survives_the_typed_topic(spark: SparkSession) -> None:
+def test_every_event_survives_the_typed_topic(spark: SparkSession) -> None:
     received = datetime(2026, 6, 21, tzinfo=UTC)
-    events = typed_events(
-        [
-            *lines(CURRENT),
-            *lines(LEGACY_BATCH)[:500],
-            *lines(LEGACY_FIXTURES),
-            *lines(LEGACY_SINGLE),
-        ],
-        received_at=received,
+    # A quarter in the legacy envelopes (schema_uri /1 and /2), the rest $schema 1.0.0 and 1.0.1:
+    # every type, editor kind (hidden: no user), absent and null lengths, revisions and rc ids.
+    raw = synthetic(
+        900, seed=1900, start=datetime(2026, 6, 20, 15, 0, tzinfo=UTC), legacy_share=0.25
     )
-    records = spark.createDataFrame([(encode(e),) for e in events], "value binary")
-    timestamps = [f.name for f in EVENT_SCHEMA.fields if f.dataType == TimestampType()]
-    # Timestamps as epoch microseconds: collected TimestampType values are naive local times.
-    parsed = parse_events(records).select(
-        *(
-            F.unix_micros(F.col(name)).alias(name) if name in timestamps else F.col(name)
-            for name in EVENT_SCHEMA.fieldNames()
-        )
-    )
-
-    def order(row: dict[str, Any]) -> tuple[str, str]:
-        return row["event_id"], row["comment"] or ""  # one fixture repeats an id
-
-    rows = sorted((row.asDict() for row in parsed.collect()), key=order)
-    expected = sorted(
-        ({name: _as_plain(value) for name, value in e.model_dump().items()} for e in events),
-        key=order,
-    )
-    assert len(rows) == len(events)
-    assert rows == expected
+    envelopes = [json.loads(line) for line in raw]
+    sources = {event.get("$schema") or event["meta"]["schema_uri"] for event in envelopes}
+    assert sources == {
+        "/mediawiki/recentchange/1.0.0",
+        "/mediawiki/recentchange/1.0.1",
+        "mediawiki/recentchange/1",
+        "mediawiki/recentchange/2",
+    }
+    assert_survives_the_typed_topic(spark, typed_events(raw, received_at=received))
