@@ -32,17 +32,24 @@ Waits (``wait`` below is in seconds):
   ``10 * backoff_initial``.
 * Waits the server asks for are honoured up to ``5 * backoff_max`` (5 minutes by default), so a
   bogus ``retry:`` or ``Retry-After`` cannot stall ingestion for hours.
+
+Before each wait :attr:`SseSource.last_failure` says why the connection failed or ended (a
+reason of :data:`RECONNECT_REASONS` and a sentence a person can act on: connection refused, DNS,
+TLS, an HTTP status), when, and when the next attempt is due: the worker's ``/health`` shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import socket
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from importlib import metadata
 from types import SimpleNamespace
@@ -73,6 +80,21 @@ THROTTLE_FACTOR: Final = 10.0
 SERVER_WAIT_CAP_FACTOR: Final = 5.0
 #: Longest SSE line accepted (aiohttp's reader allows lines up to twice ``read_bufsize``).
 MAX_LINE_BYTES: Final = 16 * 1024 * 1024  # above kafka.max_message_bytes: the worker decides
+
+
+@dataclass(frozen=True)
+class StreamFailure:
+    """Why the last connection failed or ended, and when the next one is tried."""
+
+    #: The reconnect reason (as counted in the worker's metrics).
+    reason: str
+    #: What happened, for a person: "connection refused to stream.wikimedia.org:443",
+    #: "DNS lookup failed for stream.wikimedia.org", "HTTP 429 from ...".
+    message: str
+    at: datetime
+    next_attempt: datetime
+    #: Attempts in a row that delivered no event, this one included.
+    failures: int
 
 
 @dataclass(frozen=True)
@@ -259,11 +281,18 @@ class SseSource:
         self._run: _Run | None = None
         self._failures = 0
         self._retry_ms: int | None = None
+        self._last_failure: StreamFailure | None = None
 
     @property
     def connected(self) -> bool:
         """True while a stream is open."""
         return self._run is not None and self._run.connected
+
+    @property
+    def last_failure(self) -> StreamFailure | None:
+        """How the last connection failed or ended (set before ``on_reconnect`` is called);
+        None before the first."""
+        return self._last_failure
 
     async def events(self) -> AsyncIterator[SseEvent]:
         """Yield events forever, reconnecting after any failure.
@@ -291,6 +320,14 @@ class SseSource:
                 if run.stopped:
                     break
                 wait = self._wait_after(attempt)
+                now = datetime.now(UTC)
+                self._last_failure = StreamFailure(
+                    reason=attempt.reason,
+                    message=attempt.detail,
+                    at=now,
+                    next_attempt=now + timedelta(seconds=wait),
+                    failures=self._failures,
+                )
                 logger.warning(
                     "SSE stream %s (%s): reconnecting in %.2f s",
                     attempt.reason,
@@ -349,7 +386,7 @@ class SseSource:
             try:
                 await source.connect()
             except (aiohttp.ClientError, OSError, TimeoutError, HttpProcessingError) as error:
-                self._classify_connect_failure(attempt, error)
+                self._classify_connect_failure(attempt, error, url)
                 return
             run.connected = True
             logger.info("SSE stream connected: %s", url)
@@ -366,12 +403,14 @@ class SseSource:
                         event="message",
                         received_at=datetime.now(UTC),
                     )
-                attempt.reason, attempt.detail = "ended", "end of stream"
+                attempt.reason = "ended"
+                attempt.detail = f"{_address(url)} ended the stream"
             except TimeoutError:
                 attempt.reason = "timeout"
-                attempt.detail = f"no data for {self._read_timeout:g} s"
+                attempt.detail = f"no data from {_address(url)} for {self._read_timeout:g} s"
             except (aiohttp.ClientError, OSError, HttpProcessingError) as error:
-                attempt.reason, attempt.detail = "dropped", _describe(error)
+                attempt.reason = "dropped"
+                attempt.detail = f"connection to {_address(url)} lost: {_describe(error)}"
         finally:
             run.connected = False
             run.attempt = None
@@ -381,27 +420,33 @@ class SseSource:
             if attempt.response is not None:
                 attempt.response.close()  # the library leaves error responses open
 
-    def _classify_connect_failure(self, attempt: _Attempt, error: BaseException) -> None:
+    def _classify_connect_failure(self, attempt: _Attempt, error: BaseException, url: URL) -> None:
         response = attempt.response
         if response is not None and isinstance(error, ConnectionError):
             # The library answered a status or content type it does not stream.
             status = response.status
-            attempt.detail = f"HTTP {status} {response.content_type}"
+            attempt.detail = f"HTTP {status} from {_address(url)}"
             if status == 429:
                 attempt.reason = "throttled"
                 attempt.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if attempt.retry_after is not None:
+                    attempt.detail += f" (Retry-After: {attempt.retry_after:g} s)"
             elif status >= 500:
                 attempt.reason = "server_error"
             else:
                 attempt.reason = "bad_status"
+                if status < 300:
+                    attempt.detail += f" is {response.content_type}, not an event stream"
             return
-        attempt.detail = _describe(error)
         if isinstance(error, TimeoutError):
             attempt.reason = "timeout"
+            attempt.detail = f"no connection to {_address(url)} within {self._connect_timeout:g} s"
         elif isinstance(error, aiohttp.ClientConnectorError):
             attempt.reason = "refused"
+            attempt.detail = connect_error_message(error, url)
         else:
             attempt.reason = "dropped"
+            attempt.detail = f"connection to {_address(url)} failed: {_describe(error)}"
 
     def _wait_after(self, attempt: _Attempt) -> float:
         """Seconds to wait before the next attempt; advances the backoff state."""
@@ -423,6 +468,31 @@ class SseSource:
         )
         self._failures += 1
         return wait
+
+
+def connect_error_message(error: aiohttp.ClientConnectorError, url: URL) -> str:
+    """A TCP, DNS or TLS failure to connect, said the way a person looks for its cause."""
+    where = _address(url)
+    cause = error.os_error
+    if isinstance(error, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
+        return f"DNS lookup failed for {url.host} ({cause.strerror or cause})"
+    if isinstance(error, aiohttp.ClientSSLError) or isinstance(cause, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({_ssl_reason(cause)})"
+    if cause.errno == errno.ECONNREFUSED:
+        return f"connection refused to {where}"
+    if cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"no route to {where} (network unreachable)"
+    return f"cannot connect to {where} ({cause.strerror or _describe(cause)})"
+
+
+def _ssl_reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate not accepted: {error.verify_message}"
+    return getattr(error, "reason", None) or _describe(error)
+
+
+def _address(url: URL) -> str:
+    return f"{url.host}:{url.port}"
 
 
 def _describe(error: BaseException) -> str:

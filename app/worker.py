@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -28,7 +29,7 @@ from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID
 from app.metrics import WorkerMetrics
 from app.normalize import Filters
 from app.normalizer import Batch, Normalizer, headers_dict
-from app.sse import SseEvent, SseSource, user_agent
+from app.sse import RECONNECT_REASONS, SseEvent, SseSource, StreamFailure, user_agent
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ HEADER_TRUNCATED_FROM = "truncated-from"
 LEADERSHIP_POLL_INTERVAL = 1.0
 #: Faust's consumer group session (seconds): how soon a dead worker's leader role moves on.
 WORKER_SESSION_TIMEOUT = 15.0
+#: The worker's own reconnect reason: writing to the raw topic failed, so it reads the stream
+#: again from the last durable event.
+KAFKA_ERROR: Final = "kafka_error"
+#: Every reason in ``wikipulse_sse_reconnects_total{reason}``: the SSE source's and the worker's.
+INGEST_RECONNECT_REASONS: Final = RECONNECT_REASONS | {KAFKA_ERROR}
 
 
 @dataclass
@@ -51,6 +57,8 @@ class HealthState:
     ingesting: bool = True  # False: a normalizer-only worker (no SSE), healthy while it runs
     #: Whether this worker holds the SSE connection (the Faust leader); None: not known yet.
     leader: bool | None = None
+    #: Why the stream was last lost or not reached, and when it is tried next.
+    last_error: StreamFailure | None = None
 
     def healthy(self, timeout: float, now: float | None = None) -> bool:
         if not self.ingesting or self.leader is False:
@@ -125,6 +133,7 @@ class Worker:
             "last_received": self.health.last_received,
             "last_canary": self.health.last_canary,
             "last_event_time": self.health.last_event_time,
+            "last_error": error_report(self.health.last_error),
             "outcomes": self.metrics.outcome_totals(),
         }
 
@@ -178,9 +187,7 @@ class Worker:
             return durable["id"]
 
         def on_reconnect(reason: str) -> None:
-            self.health.connected = False
-            self.metrics.connected.set(0)
-            self.metrics.reconnects.labels(reason=reason).inc()
+            self._disconnected(reason, source.last_failure)
 
         def on_connect() -> None:
             self.health.connected = True
@@ -204,11 +211,28 @@ class Worker:
                         await self._append_raw(producer, event, durable)
                 except KafkaError as error:
                     log.error("ingest: writing to the raw topic failed (%s); reconnecting", error)
-                    on_reconnect("kafka_error")
-                    await asyncio.sleep(ingestion.backoff.initial.total_seconds())
+                    wait = ingestion.backoff.initial.total_seconds()
+                    now = datetime.now(UTC)
+                    failure = StreamFailure(
+                        reason=KAFKA_ERROR,
+                        message=f"writing to the raw topic failed: {error}",
+                        at=now,
+                        next_attempt=now + timedelta(seconds=wait),
+                        failures=1,
+                    )
+                    self._disconnected(KAFKA_ERROR, failure)
+                    await asyncio.sleep(wait)
         finally:
             await source.close()
             await producer.stop()
+
+    def _disconnected(self, reason: str, failure: StreamFailure | None) -> None:
+        """The stream is lost (or was not reached): count it, and keep why for /health."""
+        self.health.connected = False
+        self.metrics.connected.set(0)
+        self.metrics.reconnects.labels(reason=reason).inc()
+        if failure is not None:
+            self.health.last_error = failure
 
     async def _append_raw(
         self, producer: AIOKafkaProducer, event: SseEvent, durable: dict[str, str | None]
@@ -256,6 +280,19 @@ class Worker:
         if batch.last_canary is not None:
             self.health.last_canary = batch.last_canary
             self.metrics.last_canary_time.set(batch.last_canary)
+
+
+def error_report(failure: StreamFailure | None) -> dict[str, Any] | None:
+    """``/health``'s ``last_error``: times in epoch seconds, like its other times."""
+    if failure is None:
+        return None
+    return {
+        "reason": failure.reason,
+        "message": failure.message,
+        "at": failure.at.timestamp(),
+        "next_attempt": failure.next_attempt.timestamp(),
+        "failures": failure.failures,
+    }
 
 
 def ingest_producer(settings: Settings) -> AIOKafkaProducer:

@@ -216,6 +216,12 @@ def health_panel() -> None:
                 ),
                 border=True,
             )
+    stream_error = view.stream_error(heartbeat) if heartbeat is not None else None
+    if stream_error is not None:  # why no new data is coming, when the worker knows
+        st.warning(
+            f"**The worker is not connected to the stream.** {view.plain(stream_error)} "
+            "See `./infra/wikipulse status`."
+        )
 
 
 # ---- KPIs -------------------------------------------------------------------------------------

@@ -285,6 +285,27 @@ def describe_span(span: Span) -> str:
     return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"
 
 
+def format_instant(epoch: float) -> str:
+    """``2026-06-20 12:31:05 UTC`` (epoch seconds, as the worker's /health gives them)."""
+    return f"{datetime.fromtimestamp(epoch, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def stream_error(heartbeat: dict[str, object]) -> str | None:
+    """The worker's last connection error (from its /health) while it is not connected: what,
+    when, and when it tries again; None when connected, a standby, or nothing failed."""
+    error = heartbeat.get("last_error")
+    if heartbeat.get("connected") or heartbeat.get("leader") is False:
+        return None
+    if not isinstance(error, dict):
+        return None
+    failures = int(error.get("failures") or 0)
+    in_a_row = f", {failures} failures in a row" if failures > 1 else ""
+    return (
+        f"Last error at {format_instant(float(error['at']))} ({error['reason']}{in_a_row}): "
+        f"{error['message']}. Next attempt at {format_instant(float(error['next_attempt']))}."
+    )
+
+
 _MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~$:=\"'&")
 
 

@@ -52,6 +52,8 @@ class ComponentState:
     pid: int | None
     address: str
     detail: str
+    #: More to say, each shown on a line of its own under the component's.
+    notes: tuple[str, ...] = ()
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -76,6 +78,24 @@ def format_age(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} days"
+
+
+def stream_error(report: dict[str, Any], now: float | None = None) -> str | None:
+    """One line from a worker's /health: its last connection error, when, and when it tries
+    again; None when it is connected (or a standby: the leader follows the stream) or has had
+    no error."""
+    error = report.get("last_error")
+    if report.get("connected") or report.get("leader") is False or not isinstance(error, dict):
+        return None
+    now = time.time() if now is None else now
+    failures = int(error.get("failures") or 0)
+    in_a_row = f", {failures} failures in a row" if failures > 1 else ""
+    due = float(error["next_attempt"]) - now
+    next_attempt = f"in {format_age(due)}" if due >= 0.5 else "now"
+    return (
+        f"last error {format_age(now - float(error['at']))} ago ({error['reason']}{in_a_row}): "
+        f"{error['message']}; next attempt {next_attempt}"
+    )
 
 
 def schema_revision(settings: Settings) -> tuple[str | None, str | None]:
@@ -163,6 +183,10 @@ class Stack:
                     "Kafka to drop its old self from the consumer group (about a minute). See "
                     "`./infra/wikipulse logs worker`"
                 )
+                report = self.worker.health()
+                why = stream_error(report) if report is not None else None
+                if why is not None:
+                    progress(f"worker: {why}")
             if self.spark.pid() is None:
                 progress("spark: starting the job with spark-submit (about 20 s)")
                 pid = self.spark.start()
@@ -195,9 +219,12 @@ class Stack:
                 )
             return recorded
         if recorded is not None:
-            replay = replace(replay, port=recorded.port)  # the worker's URL stays the same
-            if not recorded.same_stream(replay) and self.replay.stop():
-                progress(f"replay: stopped (it served {recorded.describe()})")
+            if recorded.same_stream(replay):
+                replay = replace(recorded, events=replay.events)  # a synthetic stream goes on
+            else:
+                replay = replace(replay, port=recorded.port)  # the worker's URL stays the same
+                if self.replay.stop():
+                    progress(f"replay: stopped (it served {recorded.describe()})")
         save_mode(self.home, replay)
         return replay
 
@@ -369,13 +396,39 @@ class Stack:
             detail = "running, web server not answering"
         else:
             outcomes = report.get("outcomes", {})
+            if report.get("healthy"):
+                state = "healthy"
+            elif report.get("connected") is False and report.get("leader") is not False:
+                state = "UNHEALTHY (not connected to the stream)"
+            else:
+                state = "UNHEALTHY (no events recently)"
             detail = (
-                ("healthy" if report.get("healthy") else "UNHEALTHY (no events recently)")
+                state
                 + f", connected={report.get('connected')}, valid={outcomes.get('valid', 0):.0f}"
                 + f" dead_letter={outcomes.get('dead_letter', 0):.0f}"
             )
+        error = stream_error(report) if report is not None else None
         healthy = bool(report and report.get("healthy"))
-        return ComponentState("worker", True, True, healthy, pid, self.worker.url, detail)
+        return ComponentState(
+            "worker", True, True, healthy, pid, self.worker.url, detail, (error,) if error else ()
+        )
+
+    def offline_hint(self) -> str | None:
+        """When the worker follows the live stream and is not connected to it: a line saying
+        why and how to run without it (a replay); else None."""
+        if self.replay_mode is not None or not self.settings.ingestion.enabled:
+            return None
+        report = self.worker.health() if self.worker.pid() is not None else None
+        if report is None or report.get("connected") or report.get("leader") is False:
+            return None
+        error = report.get("last_error")
+        if not isinstance(error, dict):
+            return None  # not connected yet, but nothing failed either
+        return (
+            f"hint: the worker cannot reach {self.settings.ingestion.wikimedia.url} "
+            f"({error['message']}). On a machine without the live stream, replay one instead: "
+            "./infra/wikipulse up --replay"
+        )
 
     def _postgres_state(self) -> ComponentState:
         pg = self.settings.postgres
