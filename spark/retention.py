@@ -1,4 +1,9 @@
-"""Retention: delete aggregates older than ``postgres.retention_days``, a few rows at a time.
+"""Retention: delete aggregates more than ``postgres.retention_days`` older than the newest row.
+
+The cutoff is per table: the newest time in the table (event time, the windows' start, like the
+rest of the pipeline; ``pipeline_batches``: the newest commit) minus the retention. The wall
+clock plays no part, so a replay or backfill of old events stays until newer events push it out
+(counted from "now", a replay of last year's recording would be deleted by the next round).
 
 Each round deletes at most :data:`BATCH_ROWS` rows in its own short transaction, so readers
 (never blocked by a DELETE in PostgreSQL) and the job's upserts (which touch recent windows,
@@ -12,16 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg2
+from psycopg2.extensions import cursor as Cursor
 
 from app.settings import PostgresSettings
 from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
 log = logging.getLogger(__name__)
 
-#: (table, its time column): rows whose time is older than the retention are deleted.
+#: (table, its time column): rows older than the table's newest time minus the retention are
+#: deleted. Each column leads an index, so max() and the range of old rows are index reads.
 TABLES = (
     (TABLE_USER_EDIT_COUNTS, "window_start"),
     (TABLE_WIKI_ACTIVITY, "window_start"),
@@ -33,22 +40,38 @@ INTERVAL = timedelta(hours=1)
 PAUSE = 0.05
 
 
+def newest_time(cursor: Cursor, table: str, column: str) -> datetime | None:
+    """The table's newest time (None: the table is empty); max() reads the end of the index."""
+    cursor.execute(f"SELECT max({column}) FROM {table}")
+    row = cursor.fetchone()
+    latest: datetime | None = row[0] if row else None
+    return latest
+
+
 def delete_expired(
     postgres: PostgresSettings,
     *,
-    now: datetime | None = None,
+    retention: timedelta | None = None,
     batch_rows: int = BATCH_ROWS,
     pause: float = PAUSE,
 ) -> dict[str, int]:
-    """Delete what is older than the retention from every table; the rows deleted per table."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=postgres.retention_days)
+    """Delete from every table the rows older than its newest time minus ``retention``
+    (default ``postgres.retention_days``); the rows deleted per table."""
+    keep = retention if retention is not None else timedelta(days=postgres.retention_days)
     deleted: dict[str, int] = {}
+    cutoffs: dict[str, datetime] = {}
     connection = psycopg2.connect(
         **{**postgres.libpq_params(), "application_name": "wikipulse-retention"}
     )
     try:
         for table, column in TABLES:
             deleted[table] = 0
+            with connection, connection.cursor() as cursor:
+                latest = newest_time(cursor, table, column)
+            if latest is None:
+                continue
+            # Fixed for the run: rows arriving meanwhile move the cutoff at the next run.
+            cutoff = cutoffs[table] = latest - keep
             while True:
                 with connection, connection.cursor() as cursor:
                     # ctid: delete exactly the rows the sub-select picked, by their location.
@@ -66,15 +89,20 @@ def delete_expired(
         connection.close()
     if any(deleted.values()):
         log.info(
-            "retention: deleted rows older than %s: %s",
-            cutoff.isoformat(timespec="seconds"),
-            ", ".join(f"{count} from {table}" for table, count in deleted.items()),
+            "retention: deleted %s",
+            ", ".join(
+                f"{count} rows from {table} (older than "
+                f"{cutoffs[table].isoformat(timespec='seconds')})"
+                for table, count in deleted.items()
+                if count
+            ),
         )
     return deleted
 
 
 class RetentionThread(threading.Thread):
-    """Runs :func:`delete_expired` now and every ``interval`` until :meth:`stop`."""
+    """Runs :func:`delete_expired` now and every ``interval`` until :meth:`stop` (the first
+    round runs even if the job stops at once, so every start applies the retention)."""
 
     def __init__(self, postgres: PostgresSettings, *, interval: timedelta = INTERVAL) -> None:
         super().__init__(name="wikipulse-retention", daemon=True)
@@ -83,12 +111,13 @@ class RetentionThread(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        while not self._stopped.is_set():
+        while True:
             try:
                 delete_expired(self.postgres)
             except psycopg2.Error as error:
                 log.warning("retention: failed (%s); next try in %s", error, self.interval)
-            self._stopped.wait(self.interval.total_seconds())
+            if self._stopped.wait(self.interval.total_seconds()):
+                return
 
     def stop(self) -> None:
         self._stopped.set()

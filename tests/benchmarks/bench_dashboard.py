@@ -380,10 +380,14 @@ def write_costs(stack: Stack, environ: dict[str, str], settings: Settings, end: 
         f"({rates['0002'] / rates['0002 COPY']:.2f}x COPY {rates['0002 COPY']:,.0f})"
     )
 
-    [(oldest,)] = run(settings, "SELECT min(window_start) FROM user_edit_counts")
-    cutoff_now = oldest + timedelta(days=settings.postgres.retention_days, hours=1)
+    [(oldest, newest)] = run(
+        settings, "SELECT min(window_start), max(window_start) FROM user_edit_counts"
+    )
+    # the retention counts back from the newest window: this one reaches the oldest hour
     started = time.perf_counter()
-    deleted = delete_expired(settings.postgres, now=cutoff_now, pause=0)
+    deleted = delete_expired(
+        settings.postgres, retention=newest - oldest - timedelta(hours=1), pause=0
+    )
     elapsed = time.perf_counter() - started
     say(
         f"  retention, the oldest hour: {deleted} in {elapsed:.1f} s "

@@ -106,9 +106,13 @@ def test_rollups_follow_the_sinks_writes_and_the_retention(
             assert {table: execute(settings, query) for table, query in ACTUAL.items()} == before
         finally:
             sink.close()
-        # the retention deletes whole days here (its cutoff is midnight), in small rounds
+        # the retention deletes whole days here, in small rounds: it counts back from the
+        # newest window (later[-1], DAY0 + 3 days 09:55) to a midnight cutoff, DAY0 + 2 days
         deleted = delete_expired(
-            settings.postgres, now=DAY0 + timedelta(days=2 + 30), batch_rows=100, pause=0
+            settings.postgres,
+            retention=later[-1] - (DAY0 + timedelta(days=2)),
+            batch_rows=100,
+            pause=0,
         )
         assert deleted["user_edit_counts"] > 0 and deleted["wiki_activity"] > 0
         assert_rollups_match(settings)

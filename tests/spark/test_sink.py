@@ -245,8 +245,9 @@ def test_the_sink_reconnects_after_losing_its_connection(
 
 @pytest.mark.integration
 def test_retention_deletes_what_is_older_than_the_retention(db: Settings, stack: Stack) -> None:
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    old, recent = now - timedelta(days=31), now - timedelta(days=29)
+    # Counted back from each table's newest row (NOON here; the newest batch's commit), not
+    # from the wall clock: the minutes 31 days before it go, in rounds of two rows.
+    old, recent = NOON - timedelta(days=31), NOON
     sink = PostgresSink(db.postgres, query_name=QUERY)
     try:
         for i, at in enumerate([old, old + MINUTE, old + 2 * MINUTE, recent]):
@@ -254,12 +255,12 @@ def test_retention_deletes_what_is_older_than_the_retention(db: Settings, stack:
     finally:
         sink.close()
     query(db, "UPDATE pipeline_batches SET committed_at = %s WHERE batch_id < 3", (old,))
-    deleted = delete_expired(db.postgres, now=now, batch_rows=2, pause=0)
+    deleted = delete_expired(db.postgres, batch_rows=2, pause=0)
     assert deleted == {"user_edit_counts": 6, "wiki_activity": 3, "pipeline_batches": 3}
     assert query(db, "SELECT DISTINCT window_start FROM user_edit_counts") == [(recent,)]
     assert query(db, "SELECT window_start FROM wiki_activity") == [(recent,)]
     assert [b["batch_id"] for b in batches(db)] == [3]
-    assert delete_expired(db.postgres, now=now) == dict.fromkeys(deleted, 0)
+    assert delete_expired(db.postgres) == dict.fromkeys(deleted, 0)
 
     def retention_connections() -> int:
         with stack.postgres.admin(db.postgres.database) as cursor:
