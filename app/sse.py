@@ -46,7 +46,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -294,7 +294,7 @@ class SseSource:
         None before the first."""
         return self._last_failure
 
-    async def events(self) -> AsyncIterator[SseEvent]:
+    async def events(self) -> AsyncGenerator[SseEvent, None]:
         """Yield events forever, reconnecting after any failure.
 
         One iteration at a time: starting a new iteration (e.g. after the caller's loop

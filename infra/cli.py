@@ -2,13 +2,16 @@
 
 up [--replay [FILE] [--speed X] [--once] | --live]
                     start what is not running (PostgreSQL, Kafka, the worker, the Spark job, the
-                    dashboard; with --replay a local replay server of FILE for the worker)
+                    dashboard; with --replay a local replay server for the worker, of the
+                    synthetic stream or of FILE)
 down [--purge]      stop what ``up`` started; --purge also deletes $WIKIPULSE_HOME
 status              each component: running or not, pid, address, health (exit 1 if down);
                     end-to-end freshness; the consumer lag of the normalizer and the Spark job
 logs [component]    follow a component's log
 psql [args...]      psql on the configured database, arguments passed through
 test [pytest args]  the full test suite, on its own services, state and ports
+record [--minutes N | --events N] [--since TIME] [--out FILE] [--force]
+                    record the stream at ingestion.wikimedia.url to NDJSON (infra/replay/record.py)
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pathlib import Path
 from app.config import ConfigError, Settings, load_settings
 from infra.home import PROJECT_ROOT
 from infra.processes import InfraError
+from infra.replay import cli as replay_cli
 from infra.replay_server import (
-    DEFAULT_FILE,
     DEFAULT_SPEED,
     FAULT_OPTIONS,
     ReplayMode,
@@ -36,6 +39,8 @@ from infra.replay_server import (
 from infra.stack import COMPONENTS, Stack
 
 log = logging.getLogger("wikipulse")
+#: ``--replay`` without FILE: the synthetic stream.
+SYNTHETIC = object()
 
 
 def _say(message: str) -> None:
@@ -63,6 +68,10 @@ def replay_request(args: argparse.Namespace) -> ReplayMode | None:
         options = tuple(parse_fault_option(option) for option in args.replay_option)
     except ValueError as error:
         raise InfraError(str(error)) from None
+    if args.replay is SYNTHETIC:
+        if args.once:
+            raise InfraError("--once needs a FILE: the synthetic stream has no end")
+        return ReplayMode.synthetic(speed=speed, options=options)
     return ReplayMode.for_file(args.replay, speed=speed, loop=not args.once, options=options)
 
 
@@ -89,6 +98,9 @@ def cmd_up(stack: Stack, args: argparse.Namespace) -> int:
     _say("next:")
     for command, what in steps:
         _say(f"  {command:<{width}}  {what}")
+    hint = stack.offline_hint()  # last: the one thing to do when the live stream is out of reach
+    if hint is not None:
+        _say(f"\n{hint}")
     return 0
 
 
@@ -108,6 +120,8 @@ def _print_status(stack: Stack) -> bool:
         mark = "up  " if state.healthy else ("--  " if not state.managed else "DOWN")
         pid = f"pid {state.pid}" if state.pid else "-"
         _say(f"  {mark} {state.name:<9} {pid:<11} {state.address:<22} {state.detail}")
+        for note in state.notes:
+            _say(f"       {'':<9} {note}")
         all_up = all_up and (state.healthy or not state.required)
     _say(f"  freshness: {stack.freshness()}")
     for line in stack.lag():
@@ -188,11 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--replay",
         nargs="?",
-        const=str(DEFAULT_FILE),
+        const=SYNTHETIC,
         metavar="FILE",
-        help="replay mode: the worker follows a local replay server of FILE, an NDJSON file of "
-        "recentchange events (default: the recorded sample infra/replay/recentchange-sample."
-        "ndjson, 384 real events)",
+        help="replay mode: the worker follows a local replay server of the synthetic stream "
+        "(endless, fresh ids and current times, a new random seed), or of FILE, an NDJSON file "
+        "of recentchange events (a recording)",
     )
     source.add_argument(
         "--live", action="store_true", help="leave replay mode: follow ingestion.wikimedia.url"
@@ -200,14 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--speed",
         metavar="X",
-        help=f"with --replay: X times the recorded pace (default {DEFAULT_SPEED:g}: as recorded, "
-        "about 38 events/s for the sample); `max`: as fast as possible (with --once)",
+        help=f"with --replay: X times the event-time pace (default {DEFAULT_SPEED:g}: the "
+        "synthetic stream's 40 events/s, or FILE's recorded pace); `max`: as fast as possible "
+        "(with --once)",
     )
     up.add_argument(
         "--once",
         action="store_true",
-        help="with --replay: serve FILE once, then keep the stream open and silent (default: "
-        "loop forever, each new pass with fresh ids and times shifted to now)",
+        help="with --replay FILE: serve FILE once, then keep the stream open and silent "
+        "(default: loop forever, each new pass with fresh ids and times shifted to now)",
     )
     up.add_argument(
         "--replay-option",
@@ -231,10 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     psql.add_argument("args", nargs=argparse.REMAINDER)
     test = commands.add_parser("test", help="run the full test suite")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    record = commands.add_parser(
+        "record", help="record the stream to NDJSON (`record --help` for its options)"
+    )
+    record.add_argument("record_args", nargs=argparse.REMAINDER)
     return parser
 
 
-PASSTHROUGH = {"psql": "args", "test": "pytest_args"}
+PASSTHROUGH = {"psql": "args", "test": "pytest_args", "record": "record_args"}
 
 HANDLERS = {
     "up": cmd_up,
@@ -254,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
     try:
+        if args.command == "record":
+            # Its own options and errors: python -m infra.replay record, named as run here.
+            return replay_cli.main(["record", *args.record_args], prog="./infra/wikipulse")
         if args.command == "test":
             return cmd_test(None, args)
         settings: Settings = load_settings()

@@ -1,26 +1,30 @@
-"""The replay server as a background process: ``python -m app.replay FILE``, for ``up --replay``.
+"""The replay server as a background process, for ``up --replay [FILE]``: ``python -m
+infra.replay serve`` of the synthetic stream (infra/replay/synthetic.py), or of a recording.
 
-Replay mode is recorded in ``$WIKIPULSE_HOME/replay.json`` (the file, the pace, the port, …): a
-later plain ``up`` (after a crash, after ``down``) brings the same replay back on the same port,
-so the worker it points at finds it again. ``up --live`` ends the mode; ``down --purge`` deletes
-it with the rest of the state.
+Replay mode is recorded in ``$WIKIPULSE_HOME/replay.json`` (the file or the synthetic stream's
+seed and origin, the pace, the port, …): a later plain ``up`` (after a crash, after ``down``)
+brings the same replay back on the same port, so the worker it points at finds it again. The
+synthetic stream goes on where it was: same seed, same event time at position 0, so a worker
+resuming with ``Last-Event-ID`` gets the events it missed, then the live pace. ``up --live``
+ends the mode; ``down --purge`` deletes it with the rest of the state.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from infra.replay.server import STREAM_PATH
-from infra.home import INFRA_DIR, PROJECT_ROOT, Home
+from infra.home import PROJECT_ROOT, Home
 from infra.processes import (
     InfraError,
     free_port,
@@ -32,15 +36,14 @@ from infra.processes import (
     tail,
     wait_for,
 )
+from infra.replay.server import STREAM_PATH
 
 COMPONENT = "replay"
 HOST = "127.0.0.1"
-#: What ``up --replay`` serves when no file is given (provenance: infra/replay/README.md).
-DEFAULT_FILE = INFRA_DIR / "replay" / "recentchange-sample.ndjson"
-#: × the recorded pace; the sample's recorded pace is about 38 events/s, like the live stream.
+#: × the event-time pace: the synthetic stream's 40 events/s, or a recording's own pace.
 DEFAULT_SPEED = 1.0
-#: The options of ``python -m app.replay`` that ``--replay-option`` may pass on: faults, to see
-#: the worker cope with a misbehaving stream. The file, host, port and pace are ``up``'s.
+#: The options of ``python -m infra.replay serve`` that ``--replay-option`` may pass on: faults,
+#: to see the worker cope with a misbehaving stream. The stream, host, port and pace are ``up``'s.
 FAULT_OPTIONS = (
     "--drop-every",
     "--malformed-every",
@@ -115,14 +118,23 @@ def shown_path(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ReplayMode:
-    """What the replay server serves, and where."""
+    """What the replay server serves, and where: a recording (``file``) or, without one, the
+    synthetic stream of ``seed`` whose position 0 falls at ``origin``."""
 
-    file: Path
+    file: Path | None
     speed: float | None = DEFAULT_SPEED  # None: as fast as possible
     loop: bool = True
     options: tuple[str, ...] = ()
     port: int = 0  # 0: not chosen yet
-    events: int = 0
+    events: int = 0  # in the file
+    seed: int | None = None  # the synthetic stream's
+    origin: datetime | None = None  # the synthetic stream's start (event time of position 0)
+
+    def __post_init__(self) -> None:
+        if self.file is None and (self.seed is None or self.origin is None):
+            raise ValueError("the synthetic stream needs a seed and an origin")
+        if self.origin is not None and self.origin.tzinfo is None:
+            raise ValueError("origin must carry a time zone")
 
     @classmethod
     def for_file(
@@ -137,12 +149,36 @@ class ReplayMode:
         path = Path(file).expanduser().resolve()
         if not path.exists():
             raise InfraError(f"no replay file {path}")
-        if speed is None and loop:
-            raise InfraError(
-                "--speed max needs --once: a replay looping as fast as possible would fill "
-                "Kafka's disk"
-            )
+        _check_pace(speed, loop)
         return cls(path, speed, loop, options, events=count_events(path))
+
+    @classmethod
+    def synthetic(
+        cls,
+        *,
+        speed: float | None = DEFAULT_SPEED,
+        options: tuple[str, ...] = (),
+        seed: int | None = None,
+        origin: datetime | None = None,
+    ) -> ReplayMode:
+        """A new synthetic stream, endless: a random seed (fresh ids) starting now, unless
+        given."""
+        _check_pace(speed, loop=True)
+        return cls(
+            None,
+            speed,
+            True,
+            options,
+            seed=random.SystemRandom().randrange(1 << 31) if seed is None else seed,
+            origin=datetime.now(UTC) if origin is None else origin,
+        )
+
+    @property
+    def live(self) -> bool:
+        """Whether each event is sent when its event time comes: the synthetic stream at 1×,
+        unless a ``--rate`` option (a load test's) spaces the events evenly instead."""
+        paced = not any(option.startswith("--rate=") for option in self.options)
+        return self.file is None and self.speed == 1 and paced
 
     @property
     def url(self) -> str:
@@ -153,7 +189,8 @@ class ReplayMode:
         return f"http://{HOST}:{self.port}"
 
     def same_stream(self, other: ReplayMode) -> bool:
-        """Whether both serve the same events the same way (the port aside)."""
+        """Whether both serve the same kind of events the same way (the port, and a synthetic
+        stream's seed and origin, aside: a running synthetic stream is kept)."""
         return (self.file, self.speed, self.loop, self.options) == (
             other.file,
             other.speed,
@@ -162,6 +199,15 @@ class ReplayMode:
         )
 
     def describe(self) -> str:
+        faults = f"; {' '.join(self.options)}" if self.options else ""
+        if self.file is None:
+            if self.live:
+                pace = "live pace"
+            elif self.speed == 1:
+                pace = "evenly spaced"  # a --rate option says how fast
+            else:
+                pace = f"{self.speed:g}× the live pace"
+            return f"synthetic stream (seed {self.seed}), {pace}{faults}"
         if self.speed is None:
             pace = "as fast as possible"
         elif self.speed == 1:
@@ -169,32 +215,49 @@ class ReplayMode:
         else:
             pace = f"at {self.speed:g}× the recorded pace"
         how = f"looping {pace}" if self.loop else f"once {pace}, then silent"
-        faults = f"; {' '.join(self.options)}" if self.options else ""
         return f"{shown_path(self.file)} ({self.events} events), {how}{faults}"
 
     def argv(self) -> list[str]:
+        command = [sys.executable, "-m", "infra.replay", "serve"]
+        where = ["--host", HOST, "--port", str(self.port)]
+        if self.file is None:
+            assert self.origin is not None  # __post_init__
+            # The recorded seed and origin: a restarted server goes on with the same stream.
+            stream = ["--seed", str(self.seed), "--start", self.origin.isoformat()]
+            pace = ["--live"] if self.live else ["--speed", f"{self.speed:g}"]
+            return [*command, *where, *stream, *pace, *self.options]
         pace = ["--fast"] if self.speed is None else ["--speed", f"{self.speed:g}"]
         return [
-            sys.executable, "-m", "infra.replay", str(self.file),
-            "--host", HOST, "--port", str(self.port), *pace,
+            *command, str(self.file), *where, *pace,
             "--loop" if self.loop else "--hold", *self.options,
         ]  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["file"] = str(self.file)
+        data["file"] = None if self.file is None else str(self.file)
         data["options"] = list(self.options)
+        data["origin"] = None if self.origin is None else self.origin.isoformat()
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplayMode:
+        origin = data.get("origin")
         return cls(
-            file=Path(data["file"]),
+            file=None if data["file"] is None else Path(data["file"]),
             speed=None if data["speed"] is None else float(data["speed"]),
             loop=bool(data["loop"]),
             options=tuple(str(option) for option in data["options"]),
             port=int(data["port"]),
             events=int(data.get("events", 0)),
+            seed=None if data.get("seed") is None else int(data["seed"]),
+            origin=None if origin is None else datetime.fromisoformat(origin),
+        )
+
+
+def _check_pace(speed: float | None, loop: bool) -> None:
+    if speed is None and loop:
+        raise InfraError(
+            "--speed max needs --once: a replay looping as fast as possible would fill Kafka's disk"
         )
 
 

@@ -54,9 +54,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     ran = config.stash[RECORDED_RAN]
     directory = recordings.recordings_dir()
     if ran:
-        terminalreporter.write_line(
-            f"recorded: {len(ran)} tests ran (recordings: {directory})"
-        )
+        terminalreporter.write_line(f"recorded: {len(ran)} tests ran (recordings: {directory})")
     elif directory is None:
         terminalreporter.write_line(
             f"recorded: not run (no recordings): {recordings.HOW_TO}", yellow=True

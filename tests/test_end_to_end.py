@@ -2,19 +2,22 @@
 
 ``./infra/wikipulse up --replay FILE --once --speed max --replay-option=--drop-every=N`` on a
 home and ports of its own (a second Kafka and PostgreSQL next to the session's): a replay server
-serves 384 real recorded events over SSE, cutting the connection abruptly every N frames; the
-worker resumes each time and writes them to Kafka; the Spark job aggregates them into
-PostgreSQL. The tables must then hold exactly what plain Python computes from the same file
-(tests/spark/helpers.golden), the dashboard in Chromium must name the top contributor, and the
-command's lifecycle must hold: status (replay, freshness), a second ``up`` that changes
-nothing, a SIGKILLed worker or broker that ``up`` brings back alone and in replay mode, and
-``down`` that stops the replay server too.
+serves a recording of 384 synthetic events (tests/events.py) over SSE, cutting the connection
+abruptly every N frames; the worker resumes each time and writes them to Kafka; the Spark job
+aggregates them into PostgreSQL. The tables must then hold exactly what plain Python computes
+from the same file (tests/spark/helpers.golden), the dashboard in Chromium must name the top
+contributor, and the command's lifecycle must hold: status (replay, freshness), a second ``up``
+that changes nothing, a SIGKILLed worker or broker that ``up`` brings back alone and in replay
+mode, ``up --replay`` without a file switching to the endless synthetic stream, which a
+SIGKILLed replay server brought back by ``up`` goes on with, and ``down`` that stops the replay
+server too.
 
 The tests of this module share one stack and run in order; each waits for what it needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -24,18 +27,22 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.config import Settings, load_settings
 from infra.processes import pid_alive, wait_for
-from infra.replay_server import DEFAULT_FILE
+from infra.replay.synthetic import StreamOptions, SyntheticStream
 from tests.conftest import make_home
 from tests.dashboards.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.events import synthetic
 from tests.harness import (
     ReplayStack,
     cli_environment,
     cli_pids,
+    read_topic,
     run_cli,
     status_line,
     worker_connected,
@@ -44,9 +51,9 @@ from tests.spark.helpers import golden, query, user_edit_counts, wiki_activity
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: The sample `up --replay` serves by default: 384 real events (infra/replay/README.md).
-EVENTS_FILE = DEFAULT_FILE
-RAW_LINES = tuple(line for line in EVENTS_FILE.read_bytes().split(b"\n") if line.strip())
+#: The recording the stack replays: 384 synthetic events from a June morning, of a seed whose
+#: top contributor leads clearly (a name in Cyrillic and Latin letters).
+RAW_LINES = tuple(synthetic(384, seed=31, start=datetime(2026, 6, 15, 9, 59, 40, tzinfo=UTC)))
 #: The replay server aborts the TCP connection after this many frames, again and again.
 DROP_EVERY = 25
 #: The worker's pid file is named by its app id (the default one here).
@@ -61,6 +68,8 @@ RENDERED = """() =>
 @pytest.fixture(scope="module")
 def replay_stack() -> Iterator[ReplayStack]:
     home = make_home("wikipulse-e2e-")
+    events_file = recording(home)
+    events_file.write_bytes(b"".join(line + b"\n" for line in RAW_LINES))
     env = cli_environment(
         home,
         INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: all 384 events count
@@ -74,7 +83,7 @@ def replay_stack() -> Iterator[ReplayStack]:
             env,
             "up",
             "--replay",
-            str(EVENTS_FILE),
+            str(events_file),
             "--once",
             "--speed",
             "max",
@@ -85,6 +94,12 @@ def replay_stack() -> Iterator[ReplayStack]:
     finally:
         run_cli(env, "down", "--purge", timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+        events_file.unlink(missing_ok=True)
+
+
+def recording(home: Path) -> Path:
+    """Where the stack's recording is kept: beside its home (which `down --purge` deletes)."""
+    return home.parent / f"{home.name}-events.ndjson"
 
 
 def expected_tables(settings: Settings) -> tuple[dict, dict]:
@@ -142,14 +157,14 @@ def test_status_shows_the_replay_and_the_freshness(replay_stack: ReplayStack) ->
     assert code == 0, out
     replay = status_line(out, "replay")
     assert replay.split()[0] == "up" and replay_stack.replay_url.split("/v2")[0] in replay
-    assert f"serving {EVENTS_FILE.relative_to(EVENTS_FILE.parents[2])} (384 events)" in replay
+    assert f"serving {recording(replay_stack.home)} (384 events)" in replay
     assert "healthy, connected=True" in status_line(out, "worker")
     assert "database wiki_streaming, schema" in status_line(out, "postgres")
     assert "topics ready" in status_line(out, "kafka")
     assert "the worker's lag is" in freshness_line(out)
 
     log = replay_stack.run("logs", "replay", "--no-follow", "-n", "100000")[1]
-    assert f"replaying {len(RAW_LINES)} events at {replay_stack.replay_url}" in log
+    assert f"serving {len(RAW_LINES)} events at {replay_stack.replay_url}" in log
     assert "dropping the connection after 25 frames" in log
 
 
@@ -245,6 +260,67 @@ def test_a_killed_broker_comes_back_alone(replay_stack: ReplayStack) -> None:
         k: v for k, v in before.items() if k != "kafka"
     }
     assert status_line(replay_stack.run("status")[1], "kafka").split()[0] == "up"
+
+
+def raw_records(stack: ReplayStack) -> list[Any]:
+    raw = stack.settings.kafka.topics.raw
+    return asyncio.run(read_topic(stack.settings, raw.name, raw.partitions))
+
+
+def sse_position(record: Any) -> int:
+    """The stream position of a raw record: its SSE id's eqiad offset."""
+    sse_id = json.loads(dict(record.headers)["sse-id"])
+    return int(next(e["offset"] for e in sse_id if e["topic"] == "eqiad.mediawiki.recentchange"))
+
+
+def test_replay_without_a_file_serves_the_synthetic_stream_across_restarts(
+    replay_stack: ReplayStack,
+) -> None:
+    before = cli_pids(replay_stack.home)
+    code, out, err = replay_stack.run("up", "--replay")
+    assert code == 0, err
+    assert f"replay: stopped (it served {recording(replay_stack.home)}" in out, out
+    mode = json.loads((replay_stack.home / "replay.json").read_text())
+    assert mode["file"] is None and isinstance(mode["seed"], int)
+    served = f"synthetic stream (seed {mode['seed']}), live pace"
+    assert f"replay: started (pid {cli_pids(replay_stack.home)['replay']}), {served}, at " in out
+    assert replay_stack.replay_url in out, "the same port: the worker's URL stays"
+    assert cli_pids(replay_stack.home)["worker"] == before["worker"]
+    assert f"serving {served}" in status_line(replay_stack.run("status")[1], "replay")
+
+    # What the worker must receive: the generator's events of that seed from that origin (the
+    # serve command's defaults are StreamOptions' own), from the position after the file's last.
+    stream = SyntheticStream(
+        StreamOptions(seed=mode["seed"], start=datetime.fromisoformat(mode["origin"]))
+    )
+    first = len(RAW_LINES)  # the recording's positions come before
+
+    def synthetic_records() -> list[Any]:
+        return [r for r in raw_records(replay_stack) if sse_position(r) >= first]
+
+    def received_up_to(position: int) -> bool:
+        return max((sse_position(r) for r in synthetic_records()), default=-1) >= position
+
+    # Each synthetic event comes when its time comes: wait for a hundred of them.
+    assert wait_for(lambda: received_up_to(first + 100), timeout=120, interval=2)
+    killed = cli_pids(replay_stack.home)["replay"]
+    os.killpg(killed, signal.SIGKILL)
+    assert wait_for(lambda: not pid_alive(killed), timeout=20)
+    code, out, err = replay_stack.run("up")
+    assert code == 0, err
+    assert f"replay: started (pid {cli_pids(replay_stack.home)['replay']}), {served}" in out
+    assert json.loads((replay_stack.home / "replay.json").read_text()) == mode
+
+    # The worker resumes on the restarted server (Last-Event-ID) and gets the same stream on:
+    # what it missed meanwhile, then the events after the restart, none lost, none twice.
+    after_restart = stream.position_at(datetime.now(UTC)) + 80
+    assert wait_for(lambda: received_up_to(after_restart), timeout=120, interval=2), (
+        replay_stack.run("logs", "worker", "--no-follow", "-n", "40")[1]
+    )
+    synthetic_part = synthetic_records()
+    positions = [sse_position(record) for record in synthetic_part]
+    assert positions == list(range(first, first + len(positions)))
+    assert [r.value for r in synthetic_part] == list(stream.events(len(positions), first=first))
 
 
 def test_down_stops_the_replay_server_too(replay_stack: ReplayStack) -> None:

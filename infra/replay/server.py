@@ -290,12 +290,32 @@ class SyntheticEvents:
 
     ``live``: each event is sent when its event time comes (times are "now"); a client resuming
     from an older position gets the backlog at once, then the live pace, as from EventStreams.
+    Like EventStreams, which keeps a few days, a live stream keeps ``backlog`` of history: a
+    client resuming from further back starts at its beginning (after a day of ``down``, an hour
+    of events, not 3.5 million).
     """
 
-    def __init__(self, stream: SyntheticStream, *, count: int | None = None, live: bool) -> None:
+    #: How far back a client may resume a live stream.
+    BACKLOG = timedelta(hours=1)
+
+    def __init__(
+        self,
+        stream: SyntheticStream,
+        *,
+        count: int | None = None,
+        live: bool,
+        backlog: timedelta = BACKLOG,
+    ) -> None:
         self.stream = stream
         self.count = count
         self.live = live
+        self.backlog = backlog
+
+    def oldest(self) -> int:
+        """The first ordinal a client may resume at (0 unless live)."""
+        if not self.live:
+            return 0
+        return self.ordinal_at(datetime.now(UTC) - self.backlog)
 
     def event(self, ordinal: int, position: int) -> bytes:
         return self.stream.event(ordinal)
@@ -518,9 +538,16 @@ class ReplayServer:
                 if self._sequence.source.live
                 else 0
             )
-        if isinstance(resume, datetime):
-            return self._sequence.start_for_time(resume)
-        return resume
+        start = self._sequence.start_for_time(resume) if isinstance(resume, datetime) else resume
+        source = self._sequence.source
+        if isinstance(source, SyntheticEvents) and source.live:
+            oldest = self._sequence.position_of(source.oldest())
+            if start < oldest:
+                logger.info(
+                    "replay: resuming at %d, the start of the backlog, not %d", oldest, start
+                )
+                return oldest
+        return start
 
     async def _send(self, request: web.Request, start: int) -> web.StreamResponse:
         response = web.StreamResponse(

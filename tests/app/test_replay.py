@@ -510,6 +510,27 @@ async def test_a_live_synthetic_stream_resumed_from_the_past_sends_the_backlog_f
     assert times[0] < asked_at < times[-1]  # events from before the request, then live ones
 
 
+async def test_a_live_synthetic_stream_keeps_only_its_backlog_of_history(serve: Serve) -> None:
+    # A client resuming from two hours back starts at the backlog's beginning, ten minutes
+    # back: the stream keeps a bounded history, as EventStreams does.
+    live = stream(start=datetime.now(UTC) - timedelta(hours=3), rate=5.0)
+    _, url = await serve(SyntheticEvents(live, live=True, backlog=timedelta(minutes=10)))
+    two_hours_back = live.position_at(datetime.now(UTC) - timedelta(hours=2))
+    last_id = orjson.dumps(wikimedia_id(two_hours_back)).decode()
+
+    asked_at = datetime.now(UTC)
+    seen = await read_stream(url, headers={"Last-Event-ID": last_id}, limit=20)
+    received_at = datetime.now(UTC)
+
+    first = offset_of(seen.events[0])
+    assert [frame["data"] for frame in seen.events] == list(live.events(20, first=first))
+    first_time = dt_of(seen.events[0]["data"])
+    previous_time = dt_of(live.event(first - 1))
+    # The first event sent is the first at or after "ten minutes before the request".
+    assert asked_at - timedelta(minutes=10) <= first_time
+    assert previous_time < received_at - timedelta(minutes=10)
+
+
 async def start_command_line(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     """``python -m infra.replay ARGS`` on a free port; (the process, the URL it logged)."""
     process = await asyncio.create_subprocess_exec(

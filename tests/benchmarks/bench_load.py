@@ -1,16 +1,18 @@
 """Load: a replay at 100× the live rate through the whole pipeline. Prints figures, asserts
 nothing (machines are noisy).
 
-The replay server serves the shipped real sample (infra/replay/recentchange-sample.ndjson)
-in a loop with fresh ids and current times at ``--rate`` events/s (default 5,000: 100× the
-~50 events/s of the live stream) to the worker, the Spark job aggregates into PostgreSQL, for
-``--minutes`` (default 10). Every ``--every`` seconds it samples the raw topic's growth, both
+The replay server serves the synthetic stream (infra/replay/synthetic.py) at ``--rate``
+events/s (default 5,000: over 100× the ~40 events/s of the live stream; its event time runs at
+the same rate, so times stay current) or, with ``--recording FILE``, that NDJSON file in a
+loop with fresh ids and current times, to the worker; the Spark job aggregates into PostgreSQL,
+for ``--minutes`` (default 10). Every ``--every`` seconds it samples the raw topic's growth, both
 readers' lag (infra/lag.py: the normalizer's group, the Spark job's checkpoint) and the RSS of
 the worker and the Spark job (their process trees). It reports whether the lag stayed bounded
 (its maximum over the second half of the run against the first half's) and memory at start and
 end.
 
     .venv/bin/python tests/benchmarks/bench_load.py [--rate 5000] [--minutes 10] [--every 10]
+        [--recording FILE]
 
 It runs its own stack (a temporary WIKIPULSE_HOME on free ports) and removes it after.
 """
@@ -30,11 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import load_settings  # noqa: E402
 from infra.lag import NORMALIZER, SPARK, consumer_lag  # noqa: E402
-from infra.replay_server import ReplayMode, count_events  # noqa: E402
+from infra.replay_server import ReplayMode  # noqa: E402
 from infra.stack import Stack  # noqa: E402
 from tests.conftest import make_home, stack_environment  # noqa: E402
-
-SAMPLE = ROOT / "infra" / "replay" / "recentchange-sample.ndjson"
 
 
 def tree_rss(pid: int | None) -> int:
@@ -73,19 +73,24 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--keep", action="store_true", help="leave the stack and its home")
+    parser.add_argument(
+        "--recording", type=Path, metavar="FILE",
+        help="serve this NDJSON file in a loop instead of the synthetic stream",
+    )  # fmt: skip
     args = parser.parse_args()
+    rate = f"--rate={args.rate:g}"
+    if args.recording is None:
+        mode = ReplayMode.synthetic(options=(rate, f"--event-rate={args.rate:g}"))
+    else:
+        mode = ReplayMode.for_file(args.recording, speed=1.0, loop=True, options=(rate,))
 
     home = make_home("wikipulse-load-")
     # The components the stack spawns read their configuration from the environment.
     os.environ.update(stack_environment(home))
     settings = load_settings()
     stack = Stack(settings)
-    mode = ReplayMode(
-        SAMPLE, speed=1.0, loop=True, options=(f"--rate={args.rate:g}",),
-        events=count_events(SAMPLE),
-    )  # fmt: skip
     try:
-        print(f"starting the stack in {home} …", flush=True)
+        print(f"starting the stack in {home}, serving {mode.describe()} …", flush=True)
         stack.up(replay=mode)
         pids = {state.name: state.pid for state in stack.status()}
         samples: list[dict[str, float]] = []

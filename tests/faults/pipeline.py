@@ -3,8 +3,8 @@
 The package fixture starts the stack once, as a user does (``./infra/wikipulse up --replay``
 on a home and free ports of its own). Each test then starts a *run*: its own raw topic and app
 id (so a fresh worker, which reads no other run's raw log and resumes from nothing), and its own
-events: the 384 real recorded events of the sample with fresh ``meta.id``s and times moved to
-minutes no other run uses. The typed topic, the dead-letter topic, the Spark job (and its
+events: the same 384 synthetic events (tests/events.py) with fresh ``meta.id``s and times moved
+to minutes no other run uses. The typed topic, the dead-letter topic, the Spark job (and its
 checkpoint) and PostgreSQL are shared: a test checks the typed records of its own ids, the dead
 letters of its own raw topic, and the aggregate rows of its own minutes, which must equal the
 golden values computed in plain Python from its events (tests/spark/helpers.golden). Every run
@@ -30,16 +30,17 @@ from typing import Any
 import psycopg2
 
 from app.config import Settings, load_settings
-from infra.replay.server import rewrite_event
 from infra.processes import pid_alive, wait_for
-from infra.replay_server import DEFAULT_FILE
+from infra.replay.server import rewrite_event
+from tests.events import synthetic
 from tests.harness import cli_pids, read_topic, run_cli, worker_metrics
 from tests.spark.helpers import golden, user_edit_counts, wiki_activity
 
-#: The recorded sample `up --replay` serves by default: 384 real events (infra/replay/README.md).
-SAMPLE = tuple(line for line in DEFAULT_FILE.read_bytes().split(b"\n") if line.strip())
-#: × the recorded pace: the sample's 384 events in about 9 s (about 42 events/s, like the live
-#: stream), so a fault injected after the first hundred lands mid-stream.
+#: Every run's events, before fresh_events: 384 synthetic changes (no repeats, no canaries: each
+#: one valid), about ten seconds of the live stream.
+SAMPLE = tuple(synthetic(384, seed=5, start=datetime(2026, 6, 15, 10, 0, tzinfo=UTC)))
+#: × the event-time pace: the 384 events in about 10 s (40 events/s, like the live stream),
+#: so a fault injected after the first hundred lands mid-stream.
 PACE = 1.0
 #: A run's first event lands this many seconds into a minute: its events straddle two windows.
 FIRST_SECOND = 50

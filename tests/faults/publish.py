@@ -91,11 +91,11 @@ def render(results: dict[str, Any], *, published: datetime) -> str:
         *_wrap(
             "`tests/faults/` (pytest marker `faults`, part of `./infra/wikipulse test`) injects "
             "each fault below into a running stack started by `./infra/wikipulse up` (real "
-            "processes, real Kafka and PostgreSQL) while it carries the 384 real recorded events "
-            "of the sample at their recorded pace (about 42 events/s; fresh ids, moved to "
-            "minutes of their own), and checks that nothing is lost or doubled: the typed topic "
-            "is read with `read_committed`, and `user_edit_counts` and `wiki_activity` must "
-            "equal values computed in plain Python from the same events."
+            "processes, real Kafka and PostgreSQL) while it carries 384 synthetic events "
+            "(`tests/events.py`) at their event-time pace (40 events/s, like the live stream; "
+            "fresh ids, moved to minutes of their own), and checks that nothing is lost or "
+            "doubled: the typed topic is read with `read_committed`, and `user_edit_counts` "
+            "and `wiki_activity` must equal values computed in plain Python from the same events."
         ),
         "",
         *_wrap(
@@ -134,7 +134,7 @@ def render(results: dict[str, Any], *, published: datetime) -> str:
             "*Recovery*: seconds from the end of the fault (the `up` that brought the missing "
             "piece back, or the end of the error period) until the aggregates equal the golden "
             "values; it includes the rest of the stream, which the replay server sends at the "
-            "recorded pace. *Dead-lettered*: records of the run's raw topic in the dead-letter "
+            "event-time pace. *Dead-lettered*: records of the run's raw topic in the dead-letter "
             "topic, each with its reason."
         ),
         "",

@@ -1,5 +1,6 @@
 """Bad input through the running pipeline: the ingestion bad-input corpus (tests/app/bad_input.py),
-a repeated event, a canary and the replay server's own malformed frames, among 384 real events.
+a repeated event, a canary and the replay server's own malformed frames, among 384 synthetic
+events.
 
 Every bad item must be in the dead-letter topic with its reason, the worker's counters must
 reconcile (received = valid + filtered + duplicate + canary + dead_letter), and the aggregates
@@ -15,8 +16,8 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from infra.replay.server import ReplayOptions
 from infra.processes import wait_for
+from infra.replay.server import ReplayOptions
 from tests.app.bad_input import corpus
 from tests.faults.pipeline import OUTCOMES, SAMPLE, FaultStack, header, rss_mb
 from tests.faults.results import Figures

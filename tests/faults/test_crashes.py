@@ -18,8 +18,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from infra.replay.server import ReplayOptions
 from infra.processes import pid_alive
+from infra.replay.server import ReplayOptions
 from tests.dashboards.conftest import OURS
 from tests.faults.pipeline import (
     PACE,

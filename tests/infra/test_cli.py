@@ -8,13 +8,15 @@ Kafka and PostgreSQL of the suite, together with the end-to-end checks of the da
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,13 +24,15 @@ import pytest
 from app.config import load_settings
 from infra import cli
 from infra.processes import InfraError, free_port
-from infra.replay_server import DEFAULT_FILE, LocalReplay, ReplayMode, load_mode, save_mode
+from infra.replay import cli as replay_cli
+from infra.replay.synthetic import StreamOptions, SyntheticStream
+from infra.replay_server import LocalReplay, ReplayMode, load_mode, save_mode
 from infra.stack import Stack, format_age
 from tests.conftest import make_home, stack_environment
+from tests.events import synthetic
 from tests.harness import clean_environ, cli_environment, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_LINES = 384
 
 
 @pytest.fixture
@@ -95,6 +99,7 @@ def home_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
         (["--replay", "/nonexistent.ndjson"], "no replay file /nonexistent.ndjson"),
         (["--replay", str(ROOT / "README.md")], "does not look like NDJSON"),
         (["--replay", "--speed", "max"], "--speed max needs --once"),
+        (["--replay", "--once"], "--once needs a FILE: the synthetic stream has no end"),
         (["--replay", "--speed", "0"], "--speed must be a positive number or `max`"),
         (["--replay", "--replay-option=--port=1"], "expected OPTION=N with OPTION one of"),
         (["--replay", "--replay-option=--drop-every=x"], "'x' is not a whole number"),
@@ -116,56 +121,97 @@ def test_replay_and_live_exclude_each_other(capsys: pytest.CaptureFixture[str]) 
     assert "not allowed with argument --replay" in capsys.readouterr().err
 
 
+def write_events(path: Path, count: int) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in synthetic(count, seed=3)))
+    return path
+
+
 def test_the_replay_request_resolves_the_file_and_keeps_the_options(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(DEFAULT_FILE.parent)
+    events = write_events(tmp_path / "events.ndjson", 37)
+    monkeypatch.chdir(tmp_path)
     args = cli.build_parser().parse_args(
-        ["up", "--replay", DEFAULT_FILE.name, "--once", "--speed", "max",
+        ["up", "--replay", "events.ndjson", "--once", "--speed", "max",
          "--replay-option=--drop-every=25", "--replay-option=--fail-first=2"]
     )  # fmt: skip
     mode = cli.replay_request(args)
-    assert mode == ReplayMode(
-        DEFAULT_FILE, None, False, ("--drop-every=25", "--fail-first=2"), events=SAMPLE_LINES
+    assert mode == ReplayMode(events, None, False, ("--drop-every=25", "--fail-first=2"), events=37)
+    assert mode.describe() == (
+        f"{events} (37 events), once as fast as possible, then silent; "
+        "--drop-every=25 --fail-first=2"
     )
-    default = cli.replay_request(cli.build_parser().parse_args(["up", "--replay"]))
-    assert default == ReplayMode(DEFAULT_FILE, 1.0, True, (), events=SAMPLE_LINES)
-    assert default.describe() == (
-        f"infra/replay/recentchange-sample.ndjson ({SAMPLE_LINES} events), "
-        "looping at the recorded pace"
-    )
-    assert mode.describe().endswith(
-        "once as fast as possible, then silent; --drop-every=25 --fail-first=2"
-    )
+    looping = cli.replay_request(cli.build_parser().parse_args(["up", "--replay", str(events)]))
+    assert looping == ReplayMode(events, 1.0, True, (), events=37)
+    assert looping.describe() == f"{events} (37 events), looping at the recorded pace"
     assert cli.replay_request(cli.build_parser().parse_args(["up"])) is None
 
 
-def test_the_default_sample_is_the_documented_real_recording() -> None:
-    readme = (DEFAULT_FILE.parent / "README.md").read_text()
-    digest = hashlib.sha256(DEFAULT_FILE.read_bytes()).hexdigest()
-    assert digest in readme
-    sample = [line for line in DEFAULT_FILE.read_bytes().split(b"\n") if line.strip()]
-    assert len(sample) == SAMPLE_LINES
-    assert all(json.loads(line)["meta"]["stream"] == "mediawiki.recentchange" for line in sample)
-    prefix = (ROOT / "tests" / "data" / "recentchange-sample.ndjson").read_bytes()
-    assert DEFAULT_FILE.read_bytes().startswith(prefix)
+def test_replay_without_a_file_is_a_new_synthetic_stream_at_the_live_pace() -> None:
+    before = datetime.now(UTC)
+    default = cli.replay_request(cli.build_parser().parse_args(["up", "--replay"]))
+    after = datetime.now(UTC)
+    assert default is not None and default.seed is not None and default.origin is not None
+    assert default == ReplayMode(None, 1.0, True, (), seed=default.seed, origin=default.origin)
+    assert before <= default.origin <= after, "the stream starts now"
+    assert default.describe() == f"synthetic stream (seed {default.seed}), live pace"
+    again = cli.replay_request(cli.build_parser().parse_args(["up", "--replay"]))
+    assert again is not None and again.seed != default.seed, "a new stream has fresh ids"
+    assert again.same_stream(default), "the same kind of stream: a running one is kept"
+
+    faster = cli.replay_request(
+        cli.build_parser().parse_args(
+            ["up", "--replay", "--speed", "2.5", "--replay-option=--drop-every=9"]
+        )
+    )
+    assert faster is not None and (faster.file, faster.speed, faster.loop) == (None, 2.5, True)
+    assert faster.describe() == (
+        f"synthetic stream (seed {faster.seed}), 2.5× the live pace; --drop-every=9"
+    )
+    assert not faster.same_stream(default)
 
 
 def test_the_replay_mode_is_kept_in_the_home(tmp_path: Path) -> None:
     home = Stack(load_settings(environ=stack_environment(tmp_path))).home
     assert load_mode(home) is None
-    mode = ReplayMode(DEFAULT_FILE, 2.5, False, ("--drop-every=7",), port=4321, events=5)
+    mode = ReplayMode(tmp_path / "events.ndjson", 2.5, False, ("--drop-every=7",), port=4321,
+                      events=5)  # fmt: skip
     save_mode(home, mode)
     assert load_mode(home) == mode
+    origin = datetime(2026, 3, 1, 12, 30, 15, 250_000, tzinfo=UTC)
+    stream = ReplayMode(None, 1.0, True, ("--fail-first=1",), port=4322, seed=99, origin=origin)
+    save_mode(home, stream)
+    assert load_mode(home) == stream
+    recorded = json.loads((tmp_path / "replay.json").read_text())
+    assert (recorded["file"], recorded["seed"]) == (None, 99)
+    assert datetime.fromisoformat(recorded["origin"]) == origin
+    (tmp_path / "replay.json").write_text(json.dumps({**recorded, "seed": None}))
+    with pytest.raises(InfraError, match="is damaged"):
+        load_mode(home)
     (tmp_path / "replay.json").write_text("{not json")
     with pytest.raises(InfraError, match="is damaged"):
         load_mode(home)
 
 
+def test_replay_again_keeps_the_synthetic_stream_unless_asked_for_another(tmp_path: Path) -> None:
+    stack = Stack(load_settings(environ=stack_environment(tmp_path)))
+    running = replace(ReplayMode.synthetic(seed=8, origin=datetime(2026, 5, 1, tzinfo=UTC)),
+                      port=4323)  # fmt: skip
+    save_mode(stack.home, running)
+    said: list[str] = []
+    again = stack._choose_mode(ReplayMode.synthetic(), False, said.append)
+    assert again == running and load_mode(stack.home) == running, "the same stream goes on"
+    faster = stack._choose_mode(ReplayMode.synthetic(speed=3.0), False, said.append)
+    assert faster is not None and (faster.speed, faster.port) == (3.0, 4323)
+    assert (faster.seed, faster.origin) != (8, running.origin), "another stream: a new one"
+    assert load_mode(stack.home) == faster
+    assert said == []  # no replay server ran, none was stopped
+
+
 def test_the_replay_server_moves_to_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
     stack = Stack(load_settings(environ=stack_environment(tmp_path)))
     port = free_port()
-    save_mode(stack.home, ReplayMode(DEFAULT_FILE, 1.0, True, port=port, events=SAMPLE_LINES))
+    save_mode(stack.home, replace(ReplayMode.synthetic(seed=1234), port=port))
     said: list[str] = []
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
@@ -180,13 +226,115 @@ def test_the_replay_server_moves_to_a_free_port_when_its_own_is_taken(tmp_path: 
         assert replay.pid() is not None and replay.healthy(mode.port)
         state = next(s for s in stack.status() if s.name == "replay")
         assert state.healthy and state.address == f"http://127.0.0.1:{mode.port}"
-        assert state.detail.startswith("serving infra/replay/recentchange-sample.ndjson (384")
-        assert "replaying 384 events at" in stack.log_path("replay").read_text()
+        assert state.detail == "serving synthetic stream (seed 1234), live pace"
+        log = stack.log_path("replay").read_text()
+        assert mode.origin is not None
+        assert f"synthetic stream: seed 1234, position 0 at {mode.origin.isoformat()}, live" in log
+        assert f"serving without end at {mode.url}" in log
     finally:
         assert LocalReplay(stack.home).stop()
     assert LocalReplay(stack.home).pid() is None
     state = next(s for s in stack.status() if s.name == "replay")
-    assert not state.healthy and state.detail.startswith("not running (to serve ")
+    assert not state.healthy and state.detail.startswith("not running (to serve synthetic stream")
+
+
+# ---- the synthetic stream across restarts ----------------------------------------------------
+
+
+def read_frames(url: str, count: int, last_event_id: str | None = None) -> list[tuple[str, bytes]]:
+    """The first ``count`` (id, data) frames of an SSE stream."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    frames: list[tuple[str, bytes]] = []
+    frame_id, data = "", b""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as body:
+        for line in body:
+            if line.startswith(b"id: "):
+                frame_id = line[4:].strip().decode()
+            elif line.startswith(b"data: "):
+                data = line[6:].rstrip(b"\n")
+            elif line == b"\n" and frame_id:
+                frames.append((frame_id, data))
+                if len(frames) == count:
+                    return frames
+                frame_id, data = "", b""
+    raise AssertionError(f"the stream ended after {len(frames)} frames")
+
+
+def position(frame_id: str) -> int:
+    """The stream position an EventStreams-shaped id names (its eqiad offset)."""
+    return int(next(e["offset"] for e in json.loads(frame_id) if e["topic"].startswith("eqiad.")))
+
+
+def frame_time(data: bytes) -> datetime:
+    return datetime.fromisoformat(json.loads(data)["meta"]["dt"])
+
+
+def test_a_restarted_synthetic_server_goes_on_with_the_same_stream(tmp_path: Path) -> None:
+    stack = Stack(load_settings(environ=stack_environment(tmp_path)))
+    origin = datetime.now(UTC) - timedelta(minutes=3)
+    save_mode(stack.home, ReplayMode.synthetic(seed=4242, origin=origin))
+    # What the stream must be: the generator's events of that seed from that origin, with the
+    # serve command's defaults (repeats, canaries), which are StreamOptions' own.
+    expected = SyntheticStream(StreamOptions(seed=4242, start=origin))
+    mode = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
+    try:
+        connected = datetime.now(UTC)
+        first = read_frames(mode.url, 3)
+    finally:
+        assert LocalReplay(stack.home).stop()
+    now = position(first[0][0])
+    assert [position(i) for i, _ in first] == [now, now + 1, now + 2]
+    assert [data for _, data in first] == list(expected.events(3, first=now))
+    assert expected.time(now) >= connected, "a new client starts now, not at the origin"
+
+    # `up` after a restart: the recorded mode, the same stream; a client two minutes behind
+    # resumes right after its last event, gets the backlog at once, then the live events.
+    restarted = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
+    assert (restarted.seed, restarted.origin) == (4242, origin)
+    behind = expected.position_at(origin + timedelta(minutes=1))
+    last_seen = json.dumps([{"topic": "eqiad.mediawiki.recentchange", "partition": 0,
+                             "offset": behind}])  # fmt: skip
+    resumed_at = datetime.now(UTC)
+    live = expected.position_at(resumed_at)  # the first event not yet due on reconnecting
+    try:
+        frames = read_frames(restarted.url, live - behind, last_event_id=last_seen)
+    finally:
+        assert LocalReplay(stack.home).stop()
+    assert [position(i) for i, _ in frames] == list(range(behind + 1, live + 1))
+    assert [data for _, data in frames] == list(expected.events(live - behind, first=behind + 1))
+    assert frame_time(frames[0][1]) < resumed_at <= expected.time(live), "backlog, then live"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--live", "--fast"], "--live paces by the clock: not with --fast, --rate or --speed"),
+        (["--live", "--rate", "5"], "--live paces by the clock"),
+        (["--live", "--speed", "2"], "--live paces by the clock"),
+        (["--live", str(ROOT / "pyproject.toml")], "--live is for the synthetic stream"),
+    ],
+)
+def test_live_pace_is_only_for_the_synthetic_stream_at_its_own_pace(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        replay_cli.main(["serve", "--port", "0", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_synthetic_stream_at_another_speed_starts_at_its_origin(tmp_path: Path) -> None:
+    stack = Stack(load_settings(environ=stack_environment(tmp_path)))
+    origin = datetime.now(UTC) - timedelta(minutes=30)
+    save_mode(stack.home, ReplayMode.synthetic(speed=50.0, seed=77, origin=origin))
+    mode = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
+    try:
+        frames = read_frames(mode.url, 5)
+    finally:
+        assert LocalReplay(stack.home).stop()
+    expected = SyntheticStream(StreamOptions(seed=77, start=origin))
+    assert [position(i) for i, _ in frames] == [0, 1, 2, 3, 4]
+    assert [data for _, data in frames] == list(expected.events(5))
 
 
 def test_a_bad_replay_file_is_reported_with_the_servers_log(tmp_path: Path) -> None:

@@ -303,7 +303,6 @@ def test_spark_lag_from_the_checkpoint_of_a_real_run(
             **subprocess_env,
             **overrides,
             "POSTGRES_DATABASE": settings.postgres.database,
-            "POSTGRES_RETENTION_DAYS": "100000",  # whatever the events' times, none is purged
             "SPARK_MASTER": "local[2]",
             "SPARK_DRIVER_MEMORY": "768m",
             "SPARK_LOCAL_IP": "127.0.0.1",

@@ -25,7 +25,7 @@ import pytest
 from app.clients import libpq_params
 from app.config import ENV_ALIASES, ENV_VARS
 from infra.processes import port_open
-from infra.replay_server import DEFAULT_FILE, ReplayMode
+from infra.replay_server import ReplayMode
 from infra.stack import Stack
 from tests.security.conftest import KAFKA_PASSWORD, POSTGRES_PASSWORD, SecureServices
 
@@ -106,7 +106,7 @@ def pipeline(secure_services: SecureServices) -> Iterator[PipelineRun]:
         try:
             stack.up(
                 progress=progress.append,
-                replay=ReplayMode.for_file(DEFAULT_FILE, speed=None, loop=False),
+                replay=ReplayMode.synthetic(),  # what `up --replay` serves
             )
             run.listening["worker"] = _listening(stack.worker.pid())
             run.listening["dashboard"] = _listening(stack.dashboard.pid())

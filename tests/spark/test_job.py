@@ -238,7 +238,6 @@ def test_sigkill_mid_stream_then_restart_from_the_checkpoint(
         "SPARK_MASTER": "local[2]",
         "SPARK_DRIVER_MEMORY": "768m",
         "SPARK_LOCAL_IP": "127.0.0.1",
-        "POSTGRES_RETENTION_DAYS": "100000",  # the events are of a fixed day in the past
     }
     log_file = tmp_path / "job.log"
     with log_file.open("wb") as output:
