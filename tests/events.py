@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from infra.replay.synthetic import Label, StreamOptions, SyntheticStream
+from app.contract import UserKind
+from infra.replay.synthetic import EditorKind, Label, StreamOptions, SyntheticStream
+
+#: The typed event's user_kind for each kind of editor the generator meant (written here, not
+#: taken from the normalizer, so that tests compare the two).
+USER_KIND_OF_EDITOR = {
+    EditorKind.BOT: UserKind.BOT,
+    EditorKind.ANONYMOUS_V4: UserKind.ANONYMOUS,
+    EditorKind.ANONYMOUS_V6: UserKind.ANONYMOUS,
+    EditorKind.TEMPORARY: UserKind.TEMPORARY,
+    EditorKind.HIDDEN: UserKind.HIDDEN,
+    EditorKind.REGISTERED: UserKind.REGISTERED,
+}
 
 
 def stream(

@@ -11,7 +11,7 @@ import pytest
 
 from app.contract import Canary, ChangeType, RecentChange, UserKind
 from app.normalize import Filters, Rejected, normalize, user_kind
-from infra.replay.synthetic import ChangeKind, EditorKind, Label
+from infra.replay.synthetic import ChangeKind, Label
 from tests import events
 from tests.app import examples
 from tests.app.bad_input import corpus, odd_but_valid
@@ -20,15 +20,6 @@ from tests.app.examples import EXAMPLES, encoded
 RECEIVED = datetime(2026, 6, 21, tzinfo=UTC)
 #: The synthetic stream starts the day before RECEIVED, so its events are in range.
 START = datetime(2026, 6, 20, 12, tzinfo=UTC)
-#: The user kind each of the generator's editor kinds must come out as.
-KIND_OF_EDITOR = {
-    EditorKind.BOT: UserKind.BOT,
-    EditorKind.ANONYMOUS_V4: UserKind.ANONYMOUS,
-    EditorKind.ANONYMOUS_V6: UserKind.ANONYMOUS,
-    EditorKind.TEMPORARY: UserKind.TEMPORARY,
-    EditorKind.HIDDEN: UserKind.HIDDEN,
-    EditorKind.REGISTERED: UserKind.REGISTERED,
-}
 
 
 def typed(data: bytes) -> RecentChange:
@@ -67,7 +58,9 @@ def test_every_synthetic_event_becomes_what_it_was_made_to_be() -> None:
             label.wiki, label.namespace, label.title
         )  # fmt: skip
         assert event.user == label.user
-        assert label.editor is not None and event.user_kind == KIND_OF_EDITOR[label.editor]
+        assert (
+            label.editor is not None and event.user_kind == events.USER_KIND_OF_EDITOR[label.editor]
+        )
         assert event.source_schema.startswith("mediawiki/") is label.legacy
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.contract import Canary, RecentChange, UserKind
+from app.contract import Canary, RecentChange
 from app.normalize import normalize
 from infra.replay.cli import main
 from infra.replay.synthetic import (
@@ -34,20 +34,11 @@ from infra.replay.synthetic import (
     StreamOptions,
     SyntheticStream,
 )
+from tests.events import USER_KIND_OF_EDITOR
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LEGACY_SCHEMAS = {"mediawiki/recentchange/1", "mediawiki/recentchange/2"}
-
-#: The typed event's user_kind for each kind of editor the generator meant.
-USER_KIND = {
-    EditorKind.BOT: UserKind.BOT,
-    EditorKind.ANONYMOUS_V4: UserKind.ANONYMOUS,
-    EditorKind.ANONYMOUS_V6: UserKind.ANONYMOUS,
-    EditorKind.TEMPORARY: UserKind.TEMPORARY,
-    EditorKind.HIDDEN: UserKind.HIDDEN,
-    EditorKind.REGISTERED: UserKind.REGISTERED,
-}
 
 WIKI_BURST = Burst(
     BurstKind.WIKI, "enwiki", timedelta(minutes=2), timedelta(minutes=2), multiplier=4.0
@@ -173,7 +164,7 @@ def test_every_event_normalizes_to_what_its_label_predicts() -> None:
             label.title,
         )
         assert typed.user == label.user
-        assert typed.user_kind is USER_KIND[label.editor], label
+        assert typed.user_kind is USER_KIND_OF_EDITOR[label.editor], label
         assert (typed.source_schema in LEGACY_SCHEMAS) == label.legacy
         if label.role is Role.BURST:
             assert label.burst is not None

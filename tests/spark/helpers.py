@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,6 +37,7 @@ from app.config import Settings, load_settings
 from app.contract import WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
 from infra.stack import Stack, migrate
+from spark.job import submit_command
 from spark.schema import EVENT_SCHEMA
 from spark.transforms import parse_events
 
@@ -277,3 +283,45 @@ def golden(
         {(bounds(s)[0], u): (bounds(s)[1], n) for (s, u), n in users.items()},
         {(bounds(s)[0], w): (bounds(s)[1], *c) for (s, w), c in wikis.items()},
     )
+
+
+# ---- the job as `up` runs it -----------------------------------------------------------------
+
+
+def submit_and_kill(
+    settings: Settings,
+    environ: Mapping[str, str],
+    log_file: Path,
+    *,
+    after: str,
+    overrides: Mapping[str, str] | None = None,
+    timeout: float = 240,
+) -> str:
+    """Run the job with ``spark-submit`` on ``settings``' topic, database and checkpoint, SIGKILL
+    it (its whole process group) once its log shows ``after``; return the log."""
+    command, extra_env = submit_command(settings)
+    env = {
+        **environ,
+        **extra_env,
+        **(overrides or {}),
+        "KAFKA_TOPICS_TYPED_NAME": settings.kafka.topics.typed.name,
+        "POSTGRES_DATABASE": settings.postgres.database,
+        "SPARK_CHECKPOINT_LOCATION": settings.spark.checkpoint.location,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    root = Path(__file__).resolve().parents[2]
+    with log_file.open("wb") as output:
+        job = subprocess.Popen(
+            command, env=env, cwd=root, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while after not in log_file.read_text(errors="replace"):
+            assert job.poll() is None, log_file.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, log_file.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(30)
+    return log_file.read_text(errors="replace")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from tests.spark.helpers import (
     produce,
     query,
     snapshot,
+    submit_and_kill,
     typed_events,
     user_edit_counts,
     wiki_activity,
@@ -218,47 +218,18 @@ def test_sigkill_mid_stream_then_restart_from_the_checkpoint(
     subprocess_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    settings = job_settings(
-        SPARK_TRIGGER_PROCESSING_TIME="1 second",
-        SPARK_MAX_OFFSETS_PER_TRIGGER="60",  # several batches: one is under way at the kill
-        SPARK_MASTER="local[2]",
-        SPARK_DRIVER_MEMORY="768m",
-    )
-    raw = current_events()
-    produce(settings, typed_events(raw, received_at=RECEIVED))
-    command, extra_env = submit_command(settings)
-    env = {
-        **subprocess_env,
-        **extra_env,
-        "KAFKA_TOPICS_TYPED_NAME": settings.kafka.topics.typed.name,
-        "POSTGRES_DATABASE": settings.postgres.database,
-        "SPARK_CHECKPOINT_LOCATION": settings.spark.checkpoint.location,
+    overrides = {
         "SPARK_TRIGGER_PROCESSING_TIME": "1 second",
-        "SPARK_MAX_OFFSETS_PER_TRIGGER": "60",
+        "SPARK_MAX_OFFSETS_PER_TRIGGER": "60",  # several batches: one is under way at the kill
         "SPARK_MASTER": "local[2]",
         "SPARK_DRIVER_MEMORY": "768m",
-        "SPARK_LOCAL_IP": "127.0.0.1",
     }
-    log_file = tmp_path / "job.log"
-    with log_file.open("wb") as output:
-        job = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while "Batch 0: wrote" not in log_file.read_text(errors="replace"):
-            assert job.poll() is None, log_file.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, log_file.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(30)
-    text = log_file.read_text(errors="replace")
+    settings = job_settings(**overrides)
+    raw = current_events()
+    produce(settings, typed_events(raw, received_at=RECEIVED))
+    text = submit_and_kill(
+        settings, subprocess_env, tmp_path / "job.log", after="Batch 0: wrote", overrides=overrides
+    )
     assert "Batch 0: wrote " in text and " (late rows dropped: 0)" in text
     checkpoint = checkpoint_dir(settings)
     planned = {p.name for p in (checkpoint / "offsets").iterdir() if p.name.isdigit()}

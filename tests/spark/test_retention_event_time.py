@@ -8,11 +8,8 @@ and the rollups summed here from those)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +19,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from app.config import Settings
-from spark.job import run, submit_command
+from spark.job import run
 from spark.retention import delete_expired
 from tests.events import synthetic
-from tests.spark.conftest import JobSettings
+from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import (
     WIKI_COUNTERS,
     batches,
@@ -33,6 +30,7 @@ from tests.spark.helpers import (
     produce,
     query,
     snapshot,
+    submit_and_kill,
     typed_events,
     user_edit_counts,
     wiki_activity,
@@ -88,14 +86,6 @@ def rollups(settings: Settings) -> dict[str, list[Row]]:
     }
 
 
-def wait_for_log(job: subprocess.Popen[bytes], log_file: Path, text: str) -> None:
-    deadline = time.monotonic() + 240
-    while text not in log_file.read_text(errors="replace"):
-        assert job.poll() is None, log_file.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, log_file.read_text(errors="replace")[-3000:]
-        time.sleep(0.1)
-
-
 def test_a_replay_two_years_old_survives_a_sigkill_restart_and_the_retention(
     spark: SparkSession,
     job_settings: JobSettings,
@@ -118,31 +108,9 @@ def test_a_replay_two_years_old_survives_a_sigkill_restart_and_the_retention(
     assert timedelta(days=729) < datetime.now(UTC) - newest < timedelta(days=731)
 
     # The job as `up` runs it (spark-submit, its retention thread on), SIGKILLed mid-replay.
-    command, extra_env = submit_command(settings)
-    env = {
-        **subprocess_env,
-        **extra_env,
-        **overrides,
-        "KAFKA_TOPICS_TYPED_NAME": settings.kafka.topics.typed.name,
-        "POSTGRES_DATABASE": settings.postgres.database,
-        "SPARK_CHECKPOINT_LOCATION": settings.spark.checkpoint.location,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-    }
-    log_file = tmp_path / "job.log"
-    with log_file.open("wb") as output:
-        job = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_log(job, log_file, "Batch 1: wrote")  # two batches of minutes in the tables
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(30)
+    submit_and_kill(
+        settings, subprocess_env, tmp_path / "job.log", after="Batch 1: wrote", overrides=overrides
+    )  # two batches of minutes are in the tables
     at_kill = {table: snapshot(settings, table) for table in TABLES}
     users_at_kill = user_edit_counts(settings)
     assert users_at_kill and wiki_activity(settings), "batches 0 and 1 wrote rows"
