@@ -12,8 +12,8 @@ from logging.config import fileConfig
 from sqlalchemy import create_engine, pool
 
 from alembic import context
-from app.clients import sqlalchemy_url
 from app.config import Settings, load_settings_or_exit
+from app.config.clients import sqlalchemy_url
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):

@@ -39,10 +39,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from app.clients import sqlalchemy_url
 from app.config import Settings, load_settings_or_exit
+from app.config.clients import sqlalchemy_url
+from app.config.settings import AppSettings, PostgresSettings
 from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
-from app.settings import AppSettings, PostgresSettings
 from dashboards.view import (
     GRAIN_LENGTH,
     MINUTE,

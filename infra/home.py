@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from spark import CONNECTOR_JARS_DIR
+
 INFRA_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = INFRA_DIR.parent
 
@@ -23,7 +25,8 @@ class Home:
 
     @property
     def spark_jars(self) -> Path:
-        return self.jars / "spark"
+        """Where the Spark job looks for its Kafka connector jars."""
+        return self.root / CONNECTOR_JARS_DIR
 
     @property
     def kafka_dir(self) -> Path:

@@ -16,8 +16,8 @@ from string import Template
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from app.clients import aiokafka_options
 from app.config import Settings
+from app.config.clients import aiokafka_options
 from infra.home import INFRA_DIR, Home
 from infra.maven import fetch_jars, require_java
 from infra.processes import (

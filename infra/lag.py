@@ -41,9 +41,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from app.clients import aiokafka_options
 from app.config import Settings, load_settings_or_exit
-from app.normalizer import consumer_group
+from app.config.clients import aiokafka_options
+from app.normalize.service import consumer_group
 from spark import QUERY_NAME
 
 NORMALIZER = "normalizer"

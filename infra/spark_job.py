@@ -1,14 +1,21 @@
-"""The Spark job as a background process: ``spark-submit spark/job.py``."""
+"""The Spark job as a background process: ``spark-submit spark/job.py``.
+
+:func:`submit_command` builds that command line from the configuration; ``./infra/wikipulse up``
+runs it (:class:`LocalSparkJob`), and so does the compose file's ``spark`` service.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg2
 
-from app.clients import libpq_params
 from app.config import Settings
+from app.config.clients import libpq_params
 from infra.home import Home
 from infra.processes import (
     InfraError,
@@ -22,6 +29,38 @@ from infra.processes import (
 
 COMPONENT = "spark"
 STARTED = b"query wikipulse_aggregates started"
+
+
+def submit_command(settings: Settings, *job_args: str) -> tuple[list[str], dict[str, str]]:
+    """``spark-submit`` for the Spark job (:mod:`spark.job`), and the environment variables it
+    needs on top of the caller's: what ``./infra/wikipulse up`` runs."""
+    from spark.job import JOB_FILE, session_conf  # imports pyspark
+
+    python = Path(sys.executable)
+    submit = python.parent / "spark-submit"
+    executable = str(submit) if submit.exists() else shutil.which("spark-submit") or "spark-submit"
+    conf = session_conf(settings)
+    jars = conf.pop("spark.jars", "")
+    command = [
+        executable,
+        "--master",
+        conf.pop("spark.master"),
+        "--name",
+        conf.pop("spark.app.name"),
+        "--driver-memory",
+        conf.pop("spark.driver.memory"),
+    ]
+    if jars:
+        command += ["--jars", jars]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    command += [str(JOB_FILE), *job_args]
+    env = {"PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
+    if settings.spark.master.startswith("local") and "SPARK_LOCAL_IP" not in os.environ:
+        # On one machine the driver (and its UI on 4040) listens on loopback only, like the
+        # worker and the dashboard; on a cluster executors must reach it: set SPARK_LOCAL_IP.
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    return command, env
 
 
 @dataclass(frozen=True)
@@ -38,9 +77,7 @@ class LocalSparkJob:
         pid = self.pid()
         if pid is not None:
             return pid
-        from spark.job import submit_command  # imports pyspark: only when starting the job
-
-        command, extra_env = submit_command(self.settings)
+        command, extra_env = submit_command(self.settings)  # imports pyspark
         logfile = self.home.logfile(COMPONENT)
         offset = logfile.stat().st_size if logfile.exists() else 0
         pid = spawn(

@@ -19,8 +19,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
-from app.clients import libpq_params, sqlalchemy_url
 from app.config import Settings
+from app.config.clients import libpq_params, sqlalchemy_url
 from infra.dashboard import LocalDashboard
 from infra.home import PROJECT_ROOT, Home
 from infra.kafka import LocalKafka, ensure_topics, fetch_spark_jars, list_topics

@@ -5,9 +5,20 @@ imports nothing heavy at import time: :mod:`spark.schema`, :mod:`spark.transform
 :mod:`spark.job` import pyspark, :mod:`spark.sink` and :mod:`spark.retention` only psycopg2.
 """
 
+from pathlib import Path
+
 from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
 #: The streaming query's name: its checkpoint sub-directory and its pipeline_batches rows.
 QUERY_NAME = "wikipulse_aggregates"
+#: Where the job finds its Kafka connector jars, under ``$WIKIPULSE_HOME`` (``./infra/wikipulse
+#: up`` fetches them there: ``infra.home.Home.spark_jars``).
+CONNECTOR_JARS_DIR = Path("jars", "spark")
 
-__all__ = ["QUERY_NAME", "TABLE_PIPELINE_BATCHES", "TABLE_USER_EDIT_COUNTS", "TABLE_WIKI_ACTIVITY"]
+__all__ = [
+    "CONNECTOR_JARS_DIR",
+    "QUERY_NAME",
+    "TABLE_PIPELINE_BATCHES",
+    "TABLE_USER_EDIT_COUNTS",
+    "TABLE_WIKI_ACTIVITY",
+]

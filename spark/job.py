@@ -7,8 +7,8 @@ Run it with the Kafka connector jars (``$WIKIPULSE_HOME/jars/spark``, fetched by
         --jars "$(echo .wikipulse/jars/spark/*.jar | tr ' ' ,)" spark/job.py
     .venv/bin/python -m spark.job            # the same; sets spark.jars itself
 
-(:func:`submit_command` builds the first one with every setting; ``./infra/wikipulse up`` runs
-it.)
+(:func:`infra.spark_job.submit_command` builds the first one with every setting;
+``./infra/wikipulse up`` runs it.)
 
 Options: ``--available-now`` processes what the topic holds, then stops (backfill, tests);
 ``--rebuild`` recomputes every aggregate from the typed topic: it deletes the checkpoint,
@@ -35,8 +35,6 @@ if __package__ in (None, ""):  # spark-submit spark/job.py: import from the proj
 import argparse
 import json
 import logging
-import os
-import shutil
 import signal
 import threading
 from collections.abc import Sequence
@@ -49,11 +47,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 
-from app.clients import SPARK_REDACTION_REGEX, spark_kafka_options
-from app.config import Settings, load_settings_or_exit
-from app.settings import spark_interval
-from infra.home import Home
-from spark import QUERY_NAME
+from app.config import Settings, load_settings_or_exit, spark_interval
+from app.config.clients import SPARK_REDACTION_REGEX, spark_kafka_options
+from spark import CONNECTOR_JARS_DIR, QUERY_NAME
 from spark.retention import RetentionThread
 from spark.sink import BatchProgress, BatchRows, PostgresSink
 from spark.transforms import aggregate, parse_events, sink_rows, with_watermark
@@ -70,8 +66,9 @@ STOP_CHECK_SECONDS = 1
 
 
 def connector_jars(settings: Settings) -> list[Path]:
-    """The Kafka connector jars that ``./infra/wikipulse up`` fetched."""
-    return sorted(Home(settings.home).spark_jars.glob("*.jar"))
+    """The Kafka connector jars that ``./infra/wikipulse up`` fetched (into
+    ``$WIKIPULSE_HOME/jars/spark``)."""
+    return sorted((settings.home / CONNECTOR_JARS_DIR).glob("*.jar"))
 
 
 def session_conf(settings: Settings) -> dict[str, str]:
@@ -108,36 +105,6 @@ def build_session(settings: Settings) -> SparkSession:
     return session
 
 
-def submit_command(settings: Settings, *job_args: str) -> tuple[list[str], dict[str, str]]:
-    """``spark-submit`` for this job, and the environment variables it needs on top of the
-    caller's: what ``./infra/wikipulse up`` runs."""
-    python = Path(sys.executable)
-    submit = python.parent / "spark-submit"
-    executable = str(submit) if submit.exists() else shutil.which("spark-submit") or "spark-submit"
-    conf = session_conf(settings)
-    jars = conf.pop("spark.jars", "")
-    command = [
-        executable,
-        "--master",
-        conf.pop("spark.master"),
-        "--name",
-        conf.pop("spark.app.name"),
-        "--driver-memory",
-        conf.pop("spark.driver.memory"),
-    ]
-    if jars:
-        command += ["--jars", jars]
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
-    command += [str(JOB_FILE), *job_args]
-    env = {"PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
-    if settings.spark.master.startswith("local") and "SPARK_LOCAL_IP" not in os.environ:
-        # On one machine the driver (and its UI on 4040) listens on loopback only, like the
-        # worker and the dashboard; on a cluster executors must reach it: set SPARK_LOCAL_IP.
-        env["SPARK_LOCAL_IP"] = "127.0.0.1"
-    return command, env
-
-
 # ---- the query -------------------------------------------------------------------------------
 
 
@@ -148,7 +115,7 @@ def checkpoint_location(settings: Settings) -> str:
 
 def kafka_source_options(settings: Settings) -> dict[str, str]:
     """The Kafka source's connection options: brokers, security protocol, SASL, TLS
-    (:func:`app.clients.spark_kafka_options`), and the job's client id."""
+    (:func:`app.config.clients.spark_kafka_options`), and the job's client id."""
     return {
         **spark_kafka_options(settings.kafka),
         "kafka.client.id": f"{settings.kafka.client_id}-spark",
@@ -376,7 +343,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="spark.job",
         description="wikipulse's Spark job: the typed topic -> windowed aggregates -> "
-        "PostgreSQL. Configured like every component (app/conf/conf.yaml, .env, environment).",
+        "PostgreSQL. Configured like every component (app/config/conf/conf.yaml, .env, "
+        "environment).",
     )
     parser.add_argument(
         "--available-now",
@@ -403,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "no Kafka connector jars in %s: `./infra/wikipulse up` fetches them (or pass them "
             "with spark-submit --jars)",
-            Home(settings.home).spark_jars,
+            settings.home / CONNECTOR_JARS_DIR,
         )
     spark = build_session(settings)
     # SIGTERM / Ctrl-C: finish the current batch and stop. (Raising from the handler would

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 import psycopg2
 from psycopg2.extensions import cursor as Cursor
 
-from app.settings import PostgresSettings
+from app.config.clients import libpq_params
+from app.config.settings import PostgresSettings
 from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def delete_expired(
     deleted: dict[str, int] = {}
     cutoffs: dict[str, datetime] = {}
     connection = psycopg2.connect(
-        **{**postgres.libpq_params(), "application_name": "wikipulse-retention"}
+        **{**libpq_params(postgres), "application_name": "wikipulse-retention"}
     )
     try:
         for table, column in TABLES:

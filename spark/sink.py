@@ -30,9 +30,9 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
-from app.clients import libpq_params
+from app.config.clients import libpq_params
+from app.config.settings import PostgresSettings
 from app.contract import WIKI_ACTIVITY_COUNTERS
-from app.settings import PostgresSettings
 from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
 log = logging.getLogger(__name__)

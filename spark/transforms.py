@@ -39,8 +39,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from app.config.settings import spark_interval
 from app.contract import EDIT_TYPES, WIKI_ACTIVITY_COUNTERS, ChangeType, UserKind
-from app.settings import spark_interval
 from spark import TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 from spark.schema import EVENT_SCHEMA
 

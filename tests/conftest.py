@@ -47,20 +47,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.config.stash[RECORDED_RAN].append(item.nodeid)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line on the ``recorded`` layer: what ran on which recordings, or why it did not."""
-    config = terminalreporter.config
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's last line: what the ``recorded`` layer ran on which recordings, or why not."""
     selected = config.stash.get(RECORDED_SELECTED, 0)
-    ran = config.stash[RECORDED_RAN]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if not selected or reporter is None:
+        return
+    ran = len(config.stash[RECORDED_RAN])
     directory = recordings.recordings_dir()
-    if ran:
-        terminalreporter.write_line(f"recorded: {len(ran)} tests ran (recordings: {directory})")
-    elif directory is None:
-        terminalreporter.write_line(
-            f"recorded: not run (no recordings): {recordings.HOW_TO}", yellow=True
+    if directory is None:
+        line = (
+            f"recorded: {selected - ran} of {selected} recorded tests not run, no recordings: "
+            f"{recordings.HOW_TO}"
         )
-    elif selected:
-        terminalreporter.write_line("recorded: none of the selected tests ran", yellow=True)
+    else:
+        line = f"recorded: {ran} of {selected} recorded tests ran on the recordings in {directory}"
+    reporter.write_line(line, yellow=ran < selected)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from app.config.clients import libpq_params
 from infra.stack import Stack
 from tests.spark.helpers import scratch_database
 
@@ -60,7 +61,7 @@ def test_every_sql_block_of_the_readme_runs(stack: Stack, stack_env: dict[str, s
     blocks = sql_blocks((ROOT / "README.md").read_text())
     assert blocks
     with scratch_database(stack, stack_env) as settings:
-        connection = psycopg2.connect(**settings.postgres.libpq_params())
+        connection = psycopg2.connect(**libpq_params(settings.postgres))
         try:
             with connection, connection.cursor() as cursor:
                 cursor.execute(SEED)

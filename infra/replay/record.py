@@ -1,10 +1,11 @@
 """Record the live stream to NDJSON: `./infra/wikipulse record` (`python -m infra.replay record`).
 
-The capture uses the worker's SSE client (app/sse.py) with the worker's settings: the stream URL
-``ingestion.wikimedia.url`` (so it can be pointed at a local replay server), the User-Agent built
-from ``ingestion.wikimedia.contact``, the read timeout and the backoff. After a dropped connection
-it resumes with ``Last-Event-ID`` = the id of the last event written, so nothing is lost or
-doubled; ``since`` (EventStreams' ``?since=``, epoch ms or ISO-8601) starts a backfill.
+The capture uses the worker's SSE client (app/ingest/sse.py) with the worker's settings: the
+stream URL ``ingestion.wikimedia.url`` (so it can be pointed at a local replay server), the
+User-Agent built from ``ingestion.wikimedia.contact``, the read timeout and the backoff. After a
+dropped connection it resumes with ``Last-Event-ID`` = the id of the last event written, so
+nothing is lost or doubled; ``since`` (EventStreams' ``?since=``, epoch ms or ISO-8601) starts a
+backfill.
 
 Each event's ``data:`` payload is written as one line, byte for byte (invalid UTF-8 included),
 and flushed at once: an interrupted capture keeps every event it received. A payload that
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from app.config import Settings
-from app.sse import SseSource, user_agent
+from app.ingest.sse import SseSource, user_agent
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The typed event's JSON Schema: committed, and only ever changed compatibly within a version.
 
 Compatibility is checked against the frozen copies of every published schema
-(app/schemas/published/, see app/schema_compat.py), not against git history: a shallow clone
-has no history, and the check must fail, never pass, when a published version is missing.
+(app/contract/schemas/published/, see app/contract/compat.py), not against git history: a shallow
+clone has no history, and the check must fail, never pass, when a published version is missing.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from app.contract import SCHEMA_FILE, SCHEMA_NAME, SCHEMA_VERSION, json_schema, render_json_schema
-from app.schema_compat import PUBLISHED_DIR, breaking_changes, published_schemas
+from app.contract.compat import PUBLISHED_DIR, breaking_changes, published_schemas
 
 
 def test_committed_schema_matches_the_model() -> None:
     assert SCHEMA_FILE.name == f"recentchange.v{SCHEMA_VERSION}.json"
     assert SCHEMA_FILE.read_text() == render_json_schema(), (
-        "the typed model changed: run `python -m app.contract` and commit app/schemas/"
+        "the typed model changed: run `python -m app.contract` and commit app/contract/schemas/"
     )
 
 

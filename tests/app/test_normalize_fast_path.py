@@ -16,7 +16,6 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from app import normalize as normalize_module
 from app.contract import Canary, RecentChange, UserKind
 from app.normalize import (
     EARLIEST_EVENT_TIME,
@@ -26,6 +25,7 @@ from app.normalize import (
     normalize_fast,
     normalize_precise,
 )
+from app.normalize import event as normalize_module
 from infra.replay.synthetic import Role
 from tests import events
 from tests.app import examples

@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from app.config import load_settings
 from app.contract import Outcome
 from app.normalize import Filters
-from app.normalizer import Batch, DedupState, Topics, plan_batch
+from app.normalize.batch import Batch, DedupState, Topics, plan_batch
 from app.worker import Worker
 from tests import events
 from tests.app import examples

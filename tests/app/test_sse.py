@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from app.sse import (
+from app.ingest.sse import (
     RECONNECT_REASONS,
     SseEvent,
     SseSource,
@@ -305,7 +305,7 @@ async def test_server_requested_waits_are_capped_at_five_times_backoff_max(
     store, watch = Store(), Watch()
     source = make_source(url, store, watch, backoff_initial=0.01, backoff_max=0.1)
 
-    with caplog.at_level(logging.WARNING, logger="app.sse"):
+    with caplog.at_level(logging.WARNING, logger="app.ingest.sse"):
         await collect(source, store, 1)
 
     assert watch.reasons == ["throttled"]
@@ -319,7 +319,7 @@ async def test_server_errors_back_off_and_recover_one_connection_at_a_time(
     server, url = await serve(LINES[:5], fail_first=3, fail_status=503)
     store, watch = Store(), Watch()
 
-    with caplog.at_level(logging.WARNING, logger="app.sse"):
+    with caplog.at_level(logging.WARNING, logger="app.ingest.sse"):
         await collect(make_source(url, store, watch), store, 5)
 
     assert watch.reasons == ["server_error"] * 3

@@ -16,8 +16,8 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
-from app.sse import SseSource, StreamFailure, connect_error_message, user_agent
-from app.worker import INGEST_RECONNECT_REASONS
+from app.ingest.sse import SseSource, StreamFailure, connect_error_message, user_agent
+from app.ingest.task import INGEST_RECONNECT_REASONS
 from infra.processes import free_port
 from infra.replay.server import ReplayOptions, ReplayServer
 from tests.events import synthetic

@@ -54,6 +54,7 @@ from psycopg2 import sql  # noqa: E402
 
 from alembic import command  # noqa: E402
 from app.config import Settings, load_settings  # noqa: E402
+from app.config.clients import libpq_params  # noqa: E402
 from dashboards import queries, view  # noqa: E402
 from dashboards.view import Filters, Span  # noqa: E402
 from infra.stack import Stack, alembic_config  # noqa: E402
@@ -99,7 +100,7 @@ def new_database(stack: Stack, environ: dict[str, str], revision: str) -> Settin
 
 
 def run(settings: Settings, statement: str, params: Any = None, *, autocommit: bool = False) -> Any:
-    connection = psycopg2.connect(**settings.postgres.libpq_params())
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
     connection.autocommit = autocommit
     try:
         with connection.cursor() as cursor:
@@ -396,7 +397,7 @@ def write_costs(stack: Stack, environ: dict[str, str], settings: Settings, end: 
 
 
 def copy_rows(settings: Settings, rows: list[tuple[Any, ...]]) -> float:
-    connection = psycopg2.connect(**settings.postgres.libpq_params())
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("CREATE TABLE copy_user_edit_counts (LIKE user_edit_counts "

@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from app.config import Settings, load_settings  # noqa: E402
+from app.config.clients import libpq_params  # noqa: E402
 from app.contract import RecentChange  # noqa: E402
 from app.normalize import normalize  # noqa: E402
 from infra.kafka import fetch_spark_jars  # noqa: E402
@@ -161,7 +162,7 @@ def scratch_settings(stack: Stack, environ: dict[str, str], **overrides: str) ->
 
 
 def connect(settings: Settings) -> Any:
-    return psycopg2.connect(**settings.postgres.libpq_params())
+    return psycopg2.connect(**libpq_params(settings.postgres))
 
 
 # ---- 1. backfill -----------------------------------------------------------------------------

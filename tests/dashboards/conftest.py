@@ -15,6 +15,7 @@ from psycopg2 import sql
 
 from alembic import command
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
+from app.config.clients import libpq_params
 from infra.stack import Stack, alembic_config
 from tests.dashboards import seed
 
@@ -46,7 +47,7 @@ def scratch_database(
 
 
 def execute(settings: Settings, statement: str, params: object = None) -> list[tuple]:
-    connection = psycopg2.connect(**settings.postgres.libpq_params())
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute(statement, params)

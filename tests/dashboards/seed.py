@@ -13,6 +13,7 @@ import psycopg2
 from psycopg2.extras import execute_values
 
 from app.config import Settings
+from app.config.clients import libpq_params
 
 NOW = datetime(2026, 6, 20, 12, 30, 20, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -67,7 +68,7 @@ def insert(
     wikis: list[tuple[datetime, str, int, int, int, int, int, int, int]] = WIKI_ACTIVITY,
     batches: list[tuple[int, datetime, int, int, int]] = BATCHES,
 ) -> None:
-    connection = psycopg2.connect(**settings.postgres.libpq_params())
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
     try:
         with connection, connection.cursor() as cursor:
             execute_values(

@@ -35,7 +35,7 @@ import yaml
 from pydantic import SecretStr, TypeAdapter
 
 from app.config import ENV_VARS, KEYS, load_settings
-from app.settings import Settings
+from app.config.settings import Settings
 from infra.dashboard import APP_FILE
 from infra.home import Home
 from infra.kafka import list_topics

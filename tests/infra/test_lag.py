@@ -20,7 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from app.config import Settings, load_settings
 from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID
-from app.normalizer import consumer_group
+from app.normalize.service import consumer_group
 from infra.lag import (
     NORMALIZER,
     SPARK,

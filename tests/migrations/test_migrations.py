@@ -12,6 +12,7 @@ from psycopg2 import sql
 
 from alembic import command
 from app.config import Settings, load_settings
+from app.config.clients import libpq_params
 from infra.stack import Stack, alembic_config, schema_revision
 
 pytestmark = pytest.mark.integration
@@ -34,14 +35,14 @@ def scratch_settings(stack: Stack, stack_env: dict[str, str]) -> Iterator[Settin
 
 
 def query(settings: Settings, statement: str, params: tuple = ()) -> list[tuple]:
-    with psycopg2.connect(**settings.postgres.libpq_params()) as connection:
+    with psycopg2.connect(**libpq_params(settings.postgres)) as connection:
         cursor = connection.cursor()
         cursor.execute(statement, params)
         return cursor.fetchall() if cursor.description else []
 
 
 def insert_counts(settings: Settings, rows: list[tuple[datetime, datetime, str, int]]) -> None:
-    with psycopg2.connect(**settings.postgres.libpq_params()) as connection:
+    with psycopg2.connect(**libpq_params(settings.postgres)) as connection:
         connection.cursor().executemany(
             "INSERT INTO user_edit_counts (window_start, window_end, user_name, edit_count) "
             "VALUES (%s, %s, %s, %s)",

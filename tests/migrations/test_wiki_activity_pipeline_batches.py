@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
+from app.config.clients import libpq_params
 from app.contract import WIKI_ACTIVITY_COUNTERS
 from infra.stack import Stack
 
@@ -16,7 +17,7 @@ NOON = datetime(2026, 6, 20, 12, 0, tzinfo=UTC)
 
 
 def rows(stack: Stack, statement: str, params: tuple = ()) -> list[tuple]:
-    with psycopg2.connect(**stack.settings.postgres.libpq_params()) as connection:
+    with psycopg2.connect(**libpq_params(stack.settings.postgres)) as connection:
         cursor = connection.cursor()
         cursor.execute(statement, params)
         result = cursor.fetchall() if cursor.description else []

@@ -20,16 +20,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from alembic import command
-from app.clients import (
+from app.config import ConfigError, load_settings
+from app.config.clients import (
     SPARK_REDACTION_REGEX,
     aiokafka_options,
     jaas_config,
     libpq_params,
     sqlalchemy_url,
 )
-from app.config import ConfigError, load_settings
-from app.settings import Settings
-from app.worker import Worker, ingest_producer, resume_consumer
+from app.config.settings import Settings
+from app.ingest.task import ingest_producer, resume_consumer
+from app.worker import Worker
 from dashboards.queries import make_engine
 from infra.postgres import psql_command
 from infra.stack import alembic_config
@@ -256,7 +257,6 @@ def test_every_postgres_client_gets_sslmode_and_root_cert(certs: Certs, tmp_path
     # psycopg2: the Spark sink, the retention, ./infra/wikipulse.
     sink = PostgresSink(settings.postgres, query_name="q")
     assert {k: sink._params[k] for k in expected} == expected
-    assert libpq_params(settings.postgres) == settings.postgres.libpq_params()
     assert libpq_params(settings.postgres)["password"] == PG_PASSWORD
 
     # psql (./infra/wikipulse psql): libpq's environment variables.
@@ -322,7 +322,7 @@ def test_a_secret_in_yaml_is_refused(tmp_path: Path, where: str, key: str, varia
 
 
 def test_the_defaults_file_holds_no_secret() -> None:
-    text = (ROOT / "app" / "conf" / "conf.yaml").read_text()
+    text = (ROOT / "app" / "config" / "conf" / "conf.yaml").read_text()
     assert re.search(r"^  password: \"\"", text, re.M)  # postgres.password
     assert re.search(r"^    password: \"\"", text, re.M)  # kafka.sasl.password
 

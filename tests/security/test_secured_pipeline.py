@@ -22,8 +22,8 @@ import psutil
 import psycopg2
 import pytest
 
-from app.clients import libpq_params
 from app.config import ENV_ALIASES, ENV_VARS
+from app.config.clients import libpq_params
 from infra.processes import port_open
 from infra.replay_server import ReplayMode
 from infra.stack import Stack

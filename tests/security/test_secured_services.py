@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from app.clients import libpq_params
-from app.settings import Settings
-from app.worker import ingest_producer, read_last_sse_id
+from app.config.clients import libpq_params
+from app.config.settings import Settings
+from app.ingest.task import ingest_producer, read_last_sse_id
 from dashboards.queries import make_engine
 from infra.kafka import ensure_topics, list_topics
 from infra.lag import consumer_lag
@@ -106,7 +106,7 @@ def listener_settings(services: SecureServices, listener: str, **overrides: str)
 
 async def append_and_read_back(settings: Settings, sse_id: str) -> str | None:
     """The worker's ingest producer appends a raw record; its resume reader reads the SSE id
-    back (app.worker.read_last_sse_id)."""
+    back (app.ingest.task.read_last_sse_id)."""
     producer = ingest_producer(settings)
     await producer.start()
     try:

@@ -34,10 +34,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import TimestampType
 
 from app.config import Settings, load_settings
+from app.config.clients import libpq_params
 from app.contract import WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
+from infra.spark_job import submit_command
 from infra.stack import Stack, migrate
-from spark.job import submit_command
 from spark.schema import EVENT_SCHEMA
 from spark.transforms import parse_events
 
@@ -47,7 +48,7 @@ TYPED_PARTITIONS = 3
 
 
 def encode(event: RecentChange) -> bytes:
-    """The typed topic's value, as the worker writes it (app.worker.encode_typed)."""
+    """The typed topic's value, as the worker writes it (app.normalize.batch.encode_typed)."""
     return orjson.dumps(event.model_dump())
 
 
@@ -177,7 +178,7 @@ def scratch_database(stack: Stack, environ: dict[str, str]) -> Iterator[Settings
 
 
 def query(settings: Settings, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(**settings.postgres.libpq_params()) as connection:
+    with psycopg2.connect(**libpq_params(settings.postgres)) as connection:
         cursor = connection.cursor()
         cursor.execute(statement, params)
         rows = cursor.fetchall() if cursor.description else []
@@ -213,7 +214,7 @@ def snapshot(settings: Settings, table: str) -> list[tuple[Any, ...]]:
 
 
 def batches(settings: Settings) -> list[dict[str, Any]]:
-    with psycopg2.connect(**settings.postgres.libpq_params()) as connection:
+    with psycopg2.connect(**libpq_params(settings.postgres)) as connection:
         cursor = connection.cursor()
         cursor.execute("SELECT * FROM pipeline_batches ORDER BY query_name, batch_id")
         names = [column.name for column in cursor.description]

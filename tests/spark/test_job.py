@@ -19,8 +19,9 @@ from pyspark.sql import SparkSession
 
 from app.config import Settings
 from app.contract import ChangeType, RecentChange, UserKind
+from infra.spark_job import submit_command
 from spark import QUERY_NAME
-from spark.job import checkpoint_location, run, submit_command
+from spark.job import checkpoint_location, run
 from tests.events import synthetic
 from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import (

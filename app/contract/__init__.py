@@ -6,13 +6,13 @@ Imported by the worker (to validate and write), the Spark job (its schema is der
 Versioning: ``SCHEMA_VERSION`` is the major version of this contract. A compatible change (a new
 optional field, a wider type) keeps the version; an incompatible one (a field removed or renamed,
 a type narrowed) needs a new version, and with it a new topic (``...v2``). The JSON Schema of
-each version is committed in ``app/schemas/`` and guarded by tests.
+each version is committed in ``app/contract/schemas/`` and guarded by tests
+(:mod:`app.contract.compat`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -141,10 +141,3 @@ def json_schema() -> dict[str, object]:
 
 def render_json_schema() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":
-    # python -m app.contract: regenerate the committed JSON Schema of the current version.
-    SCHEMA_FILE.parent.mkdir(exist_ok=True)
-    SCHEMA_FILE.write_text(render_json_schema(), encoding="utf-8")
-    sys.stdout.write(f"wrote {SCHEMA_FILE}\n")

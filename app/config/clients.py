@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-    from app.settings import KafkaSettings, PostgresSettings
+    from app.config.settings import KafkaSettings, PostgresSettings
 
 APPLICATION_NAME = "wikipulse"
 

@@ -1,12 +1,13 @@
-"""One configuration for every wikipulse component.
+"""How the configuration of every wikipulse component is loaded (exported by :mod:`app.config`).
 
 Sources, highest precedence first:
 
 1. the process environment, one variable per key, named by the key's path in upper case joined
    with ``_`` (``spark.windowing.duration`` -> ``SPARK_WINDOWING_DURATION``);
 2. the same variables in a ``.env`` file in the working directory;
-3. the profile ``conf.<ENVIRONMENT>.yaml`` (from ``WIKIPULSE_CONFIG_DIR`` or ``app/conf/``);
-4. the defaults, ``app/conf/conf.yaml``.
+3. the profile ``conf.<ENVIRONMENT>.yaml`` (from ``WIKIPULSE_CONFIG_DIR`` or
+   ``app/config/conf/``);
+4. the defaults, ``app/config/conf/conf.yaml``.
 
 The merged values are validated by pydantic. Any problem raises :class:`ConfigError`, whose
 message names each offending key, its value and where the value came from. Entry points call
@@ -28,8 +29,8 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from app.clients import PRIVATE_KEY_KINDS, pem_blocks
-from app.settings import DEVELOPMENT, PRODUCTION, Settings, parse_duration, spark_interval
+from app.config.clients import PRIVATE_KEY_KINDS, pem_blocks
+from app.config.settings import DEVELOPMENT, PRODUCTION, Settings
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEFAULTS_FILE = CONF_DIR / "conf.yaml"
@@ -485,16 +486,3 @@ def key_table() -> list[tuple[str, str, Any]]:
     """(key, environment variable, default) for every key: the README's configuration table."""
     defaults = _read_yaml(DEFAULTS_FILE)
     return [(dotted(path), env_var_name(path), _lookup(defaults, path)) for path in KEYS]
-
-
-__all__ = [
-    "ENV_VARS",
-    "KEYS",
-    "ConfigError",
-    "Settings",
-    "get_settings",
-    "load_settings",
-    "load_settings_or_exit",
-    "parse_duration",
-    "spark_interval",
-]

@@ -1,6 +1,8 @@
 """The typed settings of wikipulse: one pydantic model per section of ``conf/conf.yaml``.
 
-Loaded and validated by :mod:`app.config`; every component receives a :class:`Settings`.
+Loaded and validated by :mod:`app.config.loading`; every component receives a :class:`Settings`.
+The client options built from them (Kafka, PostgreSQL) are in :mod:`app.config.clients`, which
+imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEVELOPMENT = "development"
-#: The profile that refuses the development defaults (app.config).
+#: The profile that refuses the development defaults (app.config.loading).
 PRODUCTION = "prod"
 
 # --------------------------------------------------------------------------------------------
@@ -282,19 +284,8 @@ class PostgresSettings(_Section):
             return bool(self.managed)
         return _is_loopback(self.host)
 
-    # The connection options are built in app/clients.py (one place for every client).
-
-    def libpq_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``psycopg2.connect``: :func:`app.clients.libpq_params`."""
-        from app.clients import libpq_params
-
-        return libpq_params(self)
-
-    def sqlalchemy_url(self) -> Any:
-        """A ``sqlalchemy.engine.URL``: :func:`app.clients.sqlalchemy_url`."""
-        from app.clients import sqlalchemy_url
-
-        return sqlalchemy_url(self)
+    # The connection options are built in app/config/clients.py (one place for every client):
+    # libpq_params(postgres) and sqlalchemy_url(postgres).
 
 
 class WebSettings(_Section):

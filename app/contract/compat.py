@@ -4,11 +4,12 @@ Within a major version a schema may only widen: new optional fields, more JSON t
 values, a format or bound dropped or loosened. A field removed (or renamed), a field newly
 required, or a type narrowed breaks consumers, and needs the next major version (and topic).
 
-Each published schema is frozen in ``app/schemas/published/`` and never edited afterwards:
-``recentchange.v1.json`` is version 1 as first published; a later compatible release of it is
-frozen beside it as ``recentchange.v1.<n>.json``. ``app/schemas/recentchange.v<N>.json`` is the
-current model's rendering (``python -m app.contract``), not a frozen copy: it changes with the
-model, so checking the model against it alone would compare the model with itself.
+Each published schema is frozen in ``app/contract/schemas/published/`` and never edited
+afterwards: ``recentchange.v1.json`` is version 1 as first published; a later compatible release
+of it is frozen beside it as ``recentchange.v1.<n>.json``.
+``app/contract/schemas/recentchange.v<N>.json`` is the current model's rendering
+(``python -m app.contract``), not a frozen copy: it changes with the model, so checking the model
+against it alone would compare the model with itself.
 """
 
 from __future__ import annotations
