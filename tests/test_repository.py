@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from app.config import ENV_VARS, key_table
 
@@ -63,3 +69,57 @@ def test_ruff_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def locked_packages(lock: str) -> dict[str, list[tuple[Version, int]]]:
+    """requirements.lock's entries: name -> [(version, number of hashes)], one per marker."""
+    entries: dict[str, list[tuple[Version, int]]] = {}
+    for block in re.split(r"\n(?=[^\s#])", lock):
+        match = re.match(r"([A-Za-z0-9._-]+)==([^\s;\\]+)", block)
+        if match:
+            hashes = len(re.findall(r"--hash=sha256:[0-9a-f]{64}\b", block))
+            name = canonicalize_name(match.group(1))
+            entries.setdefault(name, []).append((Version(match.group(2)), hashes))
+    return entries
+
+
+def test_lock_pins_every_dependency_with_hashes() -> None:
+    """requirements.lock (what ./infra/wikipulse installs) agrees with pyproject.toml: an edit to
+    one without re-locking fails here. To re-lock, see the README's Contributing section."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lock = (ROOT / "requirements.lock").read_text()
+    relock = "pyproject.toml and requirements.lock disagree: re-lock (README: Contributing)"
+    assert "--generate-hashes" in lock.split("\n", 3)[1], "the lock's header names its command"
+    entries = locked_packages(lock)
+    assert entries, "requirements.lock pins nothing"
+    unhashed = [name for name, pins in entries.items() if any(n == 0 for _, n in pins)]
+    assert not unhashed, f"pinned without a hash: {unhashed}"
+
+    project = pyproject["project"]
+    wanted = [
+        *project["dependencies"],
+        *(r for extra in project.get("optional-dependencies", {}).values() for r in extra),
+        *(r for group in pyproject.get("dependency-groups", {}).values() for r in group),
+        *pyproject["build-system"]["requires"],  # source builds are hash-checked too
+    ]
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in entries, f"{requirement.name} is not in requirements.lock; {relock}"
+        for version, _ in entries[name]:
+            assert requirement.specifier.contains(version, prereleases=True), (
+                f"requirements.lock pins {name}=={version}, outside {text!r}; {relock}"
+            )
+        # What the extras bring (aiokafka[lz4] -> cramjam), per the installed distribution.
+        for extra in requirement.extras:
+            for dependency in importlib.metadata.requires(requirement.name) or []:
+                brought = Requirement(dependency)
+                if brought.marker and brought.marker.evaluate({"extra": extra}):
+                    assert canonicalize_name(brought.name) in entries, (
+                        f"{brought.name} ({requirement.name}[{extra}]) is not locked; {relock}"
+                    )
+
+    # What installs from it: pinned, hash-checked, and stamped (a new lock reinstalls).
+    script = (ROOT / "infra" / "wikipulse").read_text()
+    assert "requirements.lock" in script and "--require-hashes" in script
+    assert re.search(r"wanted=.*pyproject\.toml.*\$lock", script)
