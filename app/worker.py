@@ -21,6 +21,7 @@ import faust
 
 from app.config import Settings, get_settings
 from app.config.clients import faust_broker_options
+from app.config.names import client_id, worker_datadir
 from app.ingest.task import HealthState, IngestTask, error_report
 from app.metrics import WorkerMetrics
 from app.normalize import Filters
@@ -46,14 +47,14 @@ class Worker:
             wikis=frozenset(ingestion.wikimedia.filters.wikis),
             types=frozenset(ingestion.wikimedia.filters.types),
         )
-        datadir = settings.home / "worker" / settings.app.id
+        datadir = worker_datadir(settings)
         datadir.parent.mkdir(parents=True, exist_ok=True)
         # Faust is the frame: the leader's SSE task, the web server, signals. It consumes no
         # topic itself (the normalizer has its own consumer group and transactions).
         self.app = faust.App(
             settings.app.id,
             **faust_broker_options(settings.kafka),  # broker, broker_credentials
-            broker_client_id=f"{settings.kafka.client_id}-worker",
+            broker_client_id=client_id(settings, "worker"),
             # A SIGKILLed worker's successor waits this long for the leader role, at most.
             broker_session_timeout=WORKER_SESSION_TIMEOUT,
             broker_heartbeat_interval=WORKER_SESSION_TIMEOUT / 5,

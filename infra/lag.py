@@ -43,8 +43,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from app.config import Settings, load_settings_or_exit
 from app.config.clients import aiokafka_options
-from app.normalize.service import consumer_group
-from spark import QUERY_NAME
+from app.config.names import normalizer_group, spark_checkpoint
 
 NORMALIZER = "normalizer"
 SPARK = "spark"
@@ -54,11 +53,6 @@ UNITS = {NORMALIZER: "records", SPARK: "offsets"}
 #: How long one lag computation may take before it is reported unknown (status never hangs).
 TIMEOUT = 10.0
 REQUEST_TIMEOUT_MS = 5000
-
-
-def spark_checkpoint(settings: Settings) -> str:
-    """The Spark query's checkpoint (as :func:`spark.job.checkpoint_location` names it)."""
-    return f"{settings.checkpoint_location.rstrip('/')}/{QUERY_NAME}"
 
 
 @dataclass(frozen=True)
@@ -250,7 +244,7 @@ def read_checkpoint(checkpoint: Path) -> CheckpointPosition | None:
 
 async def _normalizer_lag(clients: _Clients, settings: Settings) -> ConsumerLag:
     topic = settings.kafka.topics.raw.name
-    group = consumer_group(settings)
+    group = normalizer_group(settings)
     try:
         offsets = await clients.offsets(topic)
         positions = await clients.group_positions(group, topic)

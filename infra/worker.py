@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
+from app.config.names import worker_datadir
 from infra.home import Home
 from infra.processes import (
     InfraError,
@@ -44,7 +45,7 @@ class LocalWorker:
 
     @property
     def datadir(self) -> str:
-        return str(self.home.root / "worker" / self.settings.app.id)
+        return str(worker_datadir(self.settings))
 
     @property
     def url(self) -> str:

@@ -7,10 +7,9 @@ imports nothing heavy at import time: :mod:`spark.schema`, :mod:`spark.transform
 
 from pathlib import Path
 
+from app.config.names import QUERY_NAME
 from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
 
-#: The streaming query's name: its checkpoint sub-directory and its pipeline_batches rows.
-QUERY_NAME = "wikipulse_aggregates"
 #: Where the job finds its Kafka connector jars, under ``$WIKIPULSE_HOME`` (``./infra/wikipulse
 #: up`` fetches them there: ``infra.home.Home.spark_jars``).
 CONNECTOR_JARS_DIR = Path("jars", "spark")

@@ -49,6 +49,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from app.config import Settings, load_settings_or_exit, spark_interval
 from app.config.clients import SPARK_REDACTION_REGEX, spark_kafka_options
+from app.config.names import spark_checkpoint
 from spark import CONNECTOR_JARS_DIR, QUERY_NAME
 from spark.retention import RetentionThread
 from spark.sink import BatchProgress, BatchRows, PostgresSink
@@ -106,11 +107,6 @@ def build_session(settings: Settings) -> SparkSession:
 
 
 # ---- the query -------------------------------------------------------------------------------
-
-
-def checkpoint_location(settings: Settings) -> str:
-    """The query's checkpoint: ``<spark.checkpoint.location>/<query name>``."""
-    return f"{settings.checkpoint_location.rstrip('/')}/{QUERY_NAME}"
 
 
 def kafka_source_options(settings: Settings) -> dict[str, str]:
@@ -255,7 +251,7 @@ def start(
     retention: bool = True,
 ) -> RunningJob:
     """Start the streaming query (and the progress listener and retention beside it)."""
-    location = checkpoint_location(settings)
+    location = spark_checkpoint(settings)
     sink = PostgresSink(settings.postgres, query_name=QUERY_NAME)
     # Progress is best effort (RunningJob.reconcile catches up): no long retries.
     progress_sink = PostgresSink(

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
+from app.config.names import dedup_changelog_topic
 from app.config.settings import Settings
 from app.contract import (
     HEADER_RECEIVED_AT,
@@ -50,10 +51,6 @@ TYPED_HEADERS = (
     (HEADER_SCHEMA, SCHEMA_NAME.encode()),
     (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
 )
-
-
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.app.id}-dedup-changelog"
 
 
 def origin_headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -204,7 +201,7 @@ class Topics:
             raw=topics.raw.name,
             typed=topics.typed.name,
             dead_letter=topics.dead_letter.name,
-            changelog=changelog_topic(settings),
+            changelog=dedup_changelog_topic(settings),
         )
 
 

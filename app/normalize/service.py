@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
 from app.config.clients import aiokafka_options
+from app.config.names import client_id, normalizer_group, normalizer_transactional_id
 from app.config.settings import Settings
 from app.normalize.batch import Batch, DedupState, Topics, plan_batch
 from app.normalize.event import Filters
@@ -45,10 +46,6 @@ DEDUP_PURGE_INTERVAL = 60.0
 RETRY_DELAY = 1.0
 
 
-def consumer_group(settings: Settings) -> str:
-    return f"{settings.app.id}-normalizer"
-
-
 OnCommitted = Callable[[Batch], None]
 
 
@@ -60,7 +57,7 @@ class Normalizer:
         self.filters = filters
         self.on_committed = on_committed
         self.topics = Topics.of(settings)
-        self.group = consumer_group(settings)
+        self.group = normalizer_group(settings)
         self.window = settings.ingestion.dedup.window.total_seconds()
         self.states: dict[int, DedupState] = {}
         self.producers: dict[int, AIOKafkaProducer] = {}
@@ -79,8 +76,8 @@ class Normalizer:
         compression = kafka.producer.compression
         return AIOKafkaProducer(
             **self._common(),
-            client_id=f"{kafka.client_id}-normalizer",
-            transactional_id=f"{self.settings.app.id}-normalizer-{self.topics.raw}-{partition}",
+            client_id=client_id(self.settings, "normalizer"),
+            transactional_id=normalizer_transactional_id(self.settings, self.topics.raw, partition),
             acks="all",
             enable_idempotence=True,
             compression_type=None if compression == "none" else compression,
@@ -90,14 +87,12 @@ class Normalizer:
         )
 
     def _admin(self) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(
-            **self._common(), client_id=f"{self.settings.kafka.client_id}-admin"
-        )
+        return AIOKafkaAdminClient(**self._common(), client_id=client_id(self.settings, "admin"))
 
     def _restore_reader(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             **self._common(),
-            client_id=f"{self.settings.kafka.client_id}-dedup-restore",
+            client_id=client_id(self.settings, "dedup-restore"),
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
@@ -106,7 +101,7 @@ class Normalizer:
         """The raw topic's consumer, in the normalizer's group."""
         return AIOKafkaConsumer(
             **self._common(),
-            client_id=f"{self.settings.kafka.client_id}-normalizer",
+            client_id=client_id(self.settings, "normalizer"),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

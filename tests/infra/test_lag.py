@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from app.config import Settings, load_settings
+from app.config.names import normalizer_group, spark_checkpoint
 from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID
-from app.normalize.service import consumer_group
 from infra.lag import (
     NORMALIZER,
     SPARK,
@@ -30,7 +30,6 @@ from infra.lag import (
     local_path,
     prometheus_text,
     read_checkpoint,
-    spark_checkpoint,
     status_lines,
 )
 from infra.processes import free_port
@@ -116,13 +115,6 @@ def test_the_status_lines_and_the_prometheus_gauges() -> None:
     assert gauges['wikipulse_consumer_lag_known{consumer="spark"}'] == "0.0"  # the last wins
 
 
-def test_the_spark_checkpoint_is_the_one_the_job_uses() -> None:
-    from spark.job import checkpoint_location
-
-    settings = load_settings(environ={"SPARK_CHECKPOINT_LOCATION": "s3a://b/c/"})
-    assert spark_checkpoint(settings) == checkpoint_location(settings)
-
-
 @pytest.mark.integration
 def test_a_checkpoint_elsewhere_is_reported_unknown(
     stack: Stack, stack_env: dict[str, str]
@@ -174,7 +166,7 @@ async def commit_group_offset(settings: Settings, offset: int) -> None:
     """Commit an offset for the normalizer's group, as a consumer of the group would."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=consumer_group(settings),
+        group_id=normalizer_group(settings),
         enable_auto_commit=False,
     )
     await consumer.start()
@@ -199,7 +191,7 @@ def kafka_cli_lag(stack: Stack, settings: Settings) -> dict[int, int]:
             settings.kafka.bootstrap_servers,
             "--describe",
             "--group",
-            consumer_group(settings),
+            normalizer_group(settings),
         ],
         capture_output=True,
         text=True,
@@ -229,7 +221,7 @@ def test_normalizer_lag_until_a_worker_has_caught_up(
     )
     settings = load_settings(environ=env)
     raw = settings.kafka.topics.raw.name
-    group = consumer_group(settings)
+    group = normalizer_group(settings)
 
     empty = consumer_lag(settings)
     assert [(lag.consumer, lag.topic, lag.total) for lag in empty] == [

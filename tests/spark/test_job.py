@@ -18,10 +18,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from app.config import Settings
+from app.config.names import spark_checkpoint
 from app.contract import ChangeType, RecentChange, UserKind
 from infra.spark_job import submit_command
 from spark import QUERY_NAME
-from spark.job import checkpoint_location, run
+from spark.job import run
 from tests.events import synthetic
 from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import (
@@ -83,7 +84,7 @@ def aborted_copies(events: list[RecentChange], count: int) -> list[RecentChange]
 
 
 def checkpoint_dir(settings: Settings) -> Path:
-    return Path(checkpoint_location(settings))
+    return Path(spark_checkpoint(settings))
 
 
 def test_golden_current_events_and_a_replayed_batch(
