@@ -23,10 +23,7 @@ cached for :data:`CACHE_TTL`.
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +40,7 @@ from app.config import Settings, load_settings_or_exit
 from app.config.clients import sqlalchemy_url
 from app.config.settings import AppSettings, PostgresSettings
 from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from app.health import fetch_health, health_url
 from dashboards.view import (
     GRAIN_LENGTH,
     MINUTE,
@@ -651,21 +649,7 @@ def pipeline_health(engine: Engine, *, span: Span) -> PipelineHealth:
 def worker_heartbeat(web: AppSettings, timeout: float = HEARTBEAT_TIMEOUT) -> dict[str, Any] | None:
     """The worker's ``/health`` report (JSON), or ``None`` when it does not answer. Not the
     database: the worker's own web server, read over HTTP when it is reachable."""
-    host = web.web.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    url = f"http://{host}:{web.web.port}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            report = json.load(response)
-    except urllib.error.HTTPError as error:  # 503: running, not healthy
-        try:
-            report = json.load(error)
-        except ValueError:
-            return None
-    except (OSError, ValueError):
-        return None
-    return dict(report) if isinstance(report, dict) else None
+    return fetch_health(health_url(web), timeout)
 
 
 # ---- the app's: one engine, cached results -----------------------------------------------------

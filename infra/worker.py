@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.config import Settings
 from app.config.names import worker_datadir
+from app.health import fetch_health, health_url
 from infra.home import Home
 from infra.processes import (
     InfraError,
@@ -70,16 +69,7 @@ class LocalWorker:
 
     def health(self) -> dict[str, Any] | None:
         """The worker's /health report, or None when its web server does not answer."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=3) as response:
-                return dict(json.load(response))
-        except urllib.error.HTTPError as error:  # 503: running, not healthy
-            try:
-                return dict(json.load(error))
-            except ValueError:
-                return None
-        except (OSError, ValueError):
-            return None
+        return fetch_health(health_url(self.settings.app))
 
     def start(self, *, timeout: float = 90.0, replay_url: str | None = None) -> int:
         """Start the worker unless it runs; with ``replay_url`` it follows that stream (a local

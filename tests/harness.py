@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
+from app.health import fetch_health
 from infra.kafka import ensure_topics
 from infra.processes import free_port, pid_alive
 from infra.replay.server import ReplayOptions, ReplayServer
@@ -100,17 +101,7 @@ class ReplayStack:
 
 def worker_health(env: dict[str, str]) -> dict[str, Any] | None:
     """The /health report of the worker configured by ``env`` (200 or 503), None if silent."""
-    url = f"http://127.0.0.1:{env['APP_WEB_PORT']}/health"
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return dict(json.load(response))
-    except urllib.error.HTTPError as error:  # 503: running, not healthy (no recent event)
-        try:
-            return dict(json.load(error))
-        except ValueError:
-            return None
-    except (OSError, ValueError):
-        return None
+    return fetch_health(f"http://127.0.0.1:{env['APP_WEB_PORT']}/health")
 
 
 def worker_connected(stack: ReplayStack) -> bool:
