@@ -36,7 +36,7 @@ from infra.processes import (
     tail,
     wait_for,
 )
-from infra.replay.server import STREAM_PATH
+from infra.replay.wire import STREAM_PATH
 
 COMPONENT = "replay"
 HOST = "127.0.0.1"

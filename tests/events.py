@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.contract import UserKind
-from infra.replay.synthetic import EditorKind, Label, StreamOptions, SyntheticStream
+from infra.replay.synthetic import Label, StreamOptions, SyntheticStream
+from infra.replay.world import EditorKind
 
 #: The typed event's user_kind for each kind of editor the generator meant (written here, not
 #: taken from the normalizer, so that tests compare the two).

@@ -4,6 +4,9 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-28
 
+Longer than 450 lines: one revision (frozen history), its trigger functions written out as the
+literal SQL the database runs, so that a reviewer reads them without running Python.
+
 The dashboard answers every panel for any range up to the retention (30 days) in a few
 milliseconds by reading coarse buckets for the whole hours and days inside a range and the base
 tables only for the minutes at its edges. The rollups are kept in step with the base tables by

@@ -20,7 +20,8 @@ import orjson
 
 from app.config import ConfigError, load_settings
 from infra.replay import record
-from infra.replay.server import ReplayOptions, ReplayServer, SyntheticEvents
+from infra.replay.server import ReplayOptions, ReplayServer
+from infra.replay.sources import SyntheticEvents
 from infra.replay.synthetic import Burst, BurstKind, StreamOptions, SyntheticStream
 
 logger = logging.getLogger(__name__)

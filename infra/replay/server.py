@@ -32,26 +32,26 @@ Malformed frames (``malformed_every``) take positions of their own and never rep
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import orjson
 from aiohttp import web
 
-from infra.replay.synthetic import SyntheticStream
+from infra.replay.sources import EventSource, RecordedEvents, SyntheticEvents
+from infra.replay.wire import (
+    CONTENT_TYPE,
+    STREAM_PATH,
+    BadRequestError,
+    parse_last_event_id,
+    parse_since,
+    sse_frame,
+)
 
 logger = logging.getLogger(__name__)
-
-STREAM_PATH: Final = "/v2/stream/recentchange"
-EQIAD_TOPIC: Final = "eqiad.mediawiki.recentchange"
-CODFW_TOPIC: Final = "codfw.mediawiki.recentchange"
-CONTENT_TYPE: Final = "text/event-stream; charset=utf-8"
 
 
 @dataclass
@@ -92,254 +92,6 @@ class ReplayOptions:
             raise ValueError("fail_first must not be negative")
         if not 400 <= self.fail_status <= 599:
             raise ValueError("fail_status must be an HTTP error status")
-
-
-class BadRequestError(ValueError):
-    """A request parameter the server cannot use (answered with HTTP 400)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers: ids, times, rewriting
-# --------------------------------------------------------------------------------------------
-
-
-def event_id(position: int) -> str:
-    """The Wikimedia-shaped SSE id of the event at ``position``."""
-    return orjson.dumps(
-        [
-            {"topic": EQIAD_TOPIC, "partition": 0, "offset": position},
-            {"topic": CODFW_TOPIC, "partition": 0, "offset": -1},
-        ]
-    ).decode()
-
-
-def parse_last_event_id(value: str) -> int | datetime:
-    """The position to resume at (offset + 1), or the time to resume from; BadRequestError."""
-    try:
-        entries = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise BadRequestError(f"Last-Event-ID is not JSON: {value[:80]!r}") from None
-    if not isinstance(entries, list):
-        raise BadRequestError("Last-Event-ID must be a JSON array")
-    positions = [e for e in entries if isinstance(e, dict) and _is_int(e.get("offset"))]
-    positions.sort(key=lambda e: e.get("topic") != EQIAD_TOPIC)
-    for entry in positions:
-        if entry["offset"] >= 0:
-            return int(entry["offset"]) + 1
-    for entry in entries:
-        if isinstance(entry, dict) and _is_int(entry.get("timestamp")):
-            return _from_epoch_ms(entry["timestamp"])
-    raise BadRequestError("Last-Event-ID has no usable offset or timestamp")
-
-
-def parse_since(value: str) -> datetime:
-    """``since``: epoch milliseconds or an ISO-8601 time (naive means UTC); BadRequestError."""
-    text = value.strip()
-    if text.lstrip("-").isdigit():
-        return _from_epoch_ms(int(text))
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequestError(
-            f"since is neither epoch ms nor an ISO-8601 time: {value!r}"
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def event_time(data: bytes) -> datetime | None:
-    """The time of an event: ``meta.dt``, else ``timestamp`` (epoch s); None if neither."""
-    try:
-        event = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict):
-        return None
-    meta = event.get("meta")
-    if isinstance(meta, dict) and isinstance(meta.get("dt"), str):
-        try:
-            parsed = datetime.fromisoformat(meta["dt"])
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    stamp = event.get("timestamp")
-    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-        try:
-            return datetime.fromtimestamp(stamp, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    return None
-
-
-def rewrite_event(data: bytes, *, new_id: str, shift: timedelta) -> bytes:
-    """A looped copy: ``meta.id`` replaced, ``meta.dt`` and ``timestamp`` moved by ``shift``.
-
-    Payloads that are not a JSON object are returned unchanged.
-    """
-    try:
-        event = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data
-    if not isinstance(event, dict):
-        return data
-    meta = event.get("meta")
-    if isinstance(meta, dict):
-        meta["id"] = new_id
-        if isinstance(meta.get("dt"), str):
-            meta["dt"] = _shift_iso(meta["dt"], shift)
-    if _is_int(event.get("timestamp")):
-        event["timestamp"] = event["timestamp"] + round(shift.total_seconds())
-    return orjson.dumps(event)
-
-
-def _shift_iso(text: str, shift: timedelta) -> str:
-    """Move an ISO time, keeping its style (``Z`` or offset, seconds or milliseconds)."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    shifted = (parsed + shift).astimezone(parsed.tzinfo)
-    rendered = shifted.isoformat(timespec="milliseconds" if "." in text else "seconds")
-    if text.endswith("Z"):
-        rendered = rendered.removesuffix("+00:00") + "Z"
-    return rendered
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _from_epoch_ms(millis: int) -> datetime:
-    try:
-        return datetime.fromtimestamp(millis / 1000, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise BadRequestError(f"epoch milliseconds out of range: {millis}") from None
-
-
-def sse_frame(position: int, data: bytes) -> bytes:
-    """One EventStreams frame (multi-line payloads become several ``data:`` lines)."""
-    lines = b"\ndata: ".join(data.split(b"\n"))
-    return b"event: message\nid: " + event_id(position).encode() + b"\ndata: " + lines + b"\n\n"
-
-
-# --------------------------------------------------------------------------------------------
-# The (looped) sequence of frames
-# --------------------------------------------------------------------------------------------
-
-
-class RecordedEvents:
-    """The events of a recording; in ``loop`` mode later passes get fresh ids and current times."""
-
-    live = False
-
-    def __init__(self, events: Sequence[bytes], *, loop: bool = False) -> None:
-        # No events is allowed: a stream that only says ":ok" (then ends, or stays silent).
-        self.events = list(events)
-        self.loop = loop
-        self._seed = uuid.uuid4().hex
-        known = [event_time(data) for data in self.events]
-        self.first_time = next((t for t in known if t is not None), None)
-        # Unknown times take the previous event's (pacing: no gap; since: same place).
-        self.times: list[datetime | None] = []
-        previous = self.first_time
-        for moment in known:
-            previous = moment or previous
-            self.times.append(previous)
-        self._shifts: dict[int, timedelta] = {}
-
-    @property
-    def count(self) -> int | None:
-        """Events in the whole stream (None: without end)."""
-        return None if self.loop and self.events else len(self.events)
-
-    def event(self, ordinal: int, position: int) -> bytes:
-        pass_number, index = divmod(ordinal, len(self.events))
-        data = self.events[index]
-        if pass_number == 0:
-            return data
-        new_id = uuid.UUID(
-            bytes=hashlib.blake2b(f"{self._seed}:{position}".encode(), digest_size=16).digest(),
-            version=4,
-        )
-        return rewrite_event(data, new_id=str(new_id), shift=self._shift(pass_number))
-
-    def pace_time(self, ordinal: int) -> tuple[int, datetime] | None:
-        """(pass, recorded time): gaps are only slept within one pass."""
-        pass_number, index = divmod(ordinal, len(self.events))
-        moment = self.times[index]
-        return None if moment is None else (pass_number, moment)
-
-    def ordinal_at(self, moment: datetime) -> int:
-        """The first recorded event at or after ``moment``."""
-        for index, when in enumerate(self.times):
-            if when is not None and when >= moment:
-                return index
-        return len(self.events)
-
-    def _shift(self, pass_number: int) -> timedelta:
-        if pass_number not in self._shifts:
-            first = self.first_time
-            self._shifts[pass_number] = datetime.now(UTC) - first if first else timedelta(0)
-        return self._shifts[pass_number]
-
-
-class SyntheticEvents:
-    """The synthetic stream (infra/replay/synthetic.py), endless or ``count`` events long.
-
-    ``live``: each event is sent when its event time comes (times are "now"); a client resuming
-    from an older position gets the backlog at once, then the live pace, as from EventStreams.
-    Like EventStreams, which keeps a few days, a live stream keeps ``backlog`` of history: a
-    client resuming from further back starts at its beginning (after a day of ``down``, an hour
-    of events, not 3.5 million).
-    """
-
-    #: How far back a client may resume a live stream.
-    BACKLOG = timedelta(hours=1)
-
-    def __init__(
-        self,
-        stream: SyntheticStream,
-        *,
-        count: int | None = None,
-        live: bool,
-        backlog: timedelta = BACKLOG,
-    ) -> None:
-        self.stream = stream
-        self.count = count
-        self.live = live
-        self.backlog = backlog
-
-    def oldest(self) -> int:
-        """The first ordinal a client may resume at (0 unless live)."""
-        if not self.live:
-            return 0
-        return self.ordinal_at(datetime.now(UTC) - self.backlog)
-
-    def event(self, ordinal: int, position: int) -> bytes:
-        return self.stream.event(ordinal)
-
-    def pace_time(self, ordinal: int) -> tuple[int, datetime] | None:
-        return 0, self.stream.time(ordinal)
-
-    def ordinal_at(self, moment: datetime) -> int:
-        """The first event whose ``meta.dt`` is at or after ``moment``.
-
-        Every ``meta.dt`` is at or before its slot time (cut to milliseconds, or to seconds in
-        the legacy envelope; a repeat carries its original's), so no event before the first
-        slot at ``moment`` qualifies: scan on from there (one earlier, for rounding).
-        """
-        ordinal = max(0, self.stream.position_at(moment) - 1)
-        while self.count is None or ordinal < self.count:
-            when = event_time(self.stream.event(ordinal))
-            if when is not None and when >= moment:
-                return ordinal
-            ordinal += 1
-        return ordinal
-
-
-EventSource = RecordedEvents | SyntheticEvents
 
 
 class _Sequence:

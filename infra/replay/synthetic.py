@@ -18,163 +18,34 @@ against the pipeline's own code.
 from __future__ import annotations
 
 import bisect
-import ipaddress
 import itertools
 import math
 import random
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
-# ---- the world the stream is about ----------------------------------------------------------
-
-#: (wiki, server name, relative share): about the live stream's order of magnitude, skewed.
-WIKIS: tuple[tuple[str, str, float], ...] = (
-    ("commonswiki", "commons.wikimedia.org", 30.0),
-    ("wikidatawiki", "www.wikidata.org", 26.0),
-    ("enwiki", "en.wikipedia.org", 12.0),
-    ("dewiki", "de.wikipedia.org", 3.5),
-    ("frwiki", "fr.wikipedia.org", 3.0),
-    ("eswiki", "es.wikipedia.org", 2.6),
-    ("ruwiki", "ru.wikipedia.org", 2.2),
-    ("jawiki", "ja.wikipedia.org", 1.8),
-    ("itwiki", "it.wikipedia.org", 1.6),
-    ("zhwiki", "zh.wikipedia.org", 1.4),
-    ("enwiktionary", "en.wiktionary.org", 1.3),
-    ("arwiki", "ar.wikipedia.org", 1.2),
-    ("ptwiki", "pt.wikipedia.org", 1.1),
-    ("plwiki", "pl.wikipedia.org", 1.0),
-    ("ukwiki", "uk.wikipedia.org", 0.9),
-    ("hewiki", "he.wikipedia.org", 0.8),
-    ("fawiki", "fa.wikipedia.org", 0.8),
-    ("nlwiki", "nl.wikipedia.org", 0.7),
-    ("urwiki", "ur.wikipedia.org", 0.6),
-    ("metawiki", "meta.wikimedia.org", 0.6),
-    ("svwiki", "sv.wikipedia.org", 0.5),
-    ("cawiki", "ca.wikipedia.org", 0.5),
-    ("kowiki", "ko.wikipedia.org", 0.45),
-    ("viwiki", "vi.wikipedia.org", 0.4),
-    ("idwiki", "id.wikipedia.org", 0.4),
-    ("trwiki", "tr.wikipedia.org", 0.35),
-    ("hiwiki", "hi.wikipedia.org", 0.3),
-    ("frwiktionary", "fr.wiktionary.org", 0.3),
-    ("enwikisource", "en.wikisource.org", 0.25),
-    ("mediawikiwiki", "www.mediawiki.org", 0.2),
-    ("specieswiki", "species.wikimedia.org", 0.15),
-    ("dewikivoyage", "de.wikivoyage.org", 0.1),
+from infra.replay.payload import iso, page, payload, user_name, uuid4
+from infra.replay.world import (
+    CANARY_DOMAIN,
+    CURRENT_SCHEMAS,
+    EDITOR_CHOICE,
+    LEGACY_SCHEMAS,
+    LIVE_RATE,
+    LOG_ACTIONS,
+    NAMESPACES,
+    STREAM,
+    TYPE_CHOICE,
+    WIKI_CHOICE,
+    WIKI_INDEX,
+    WIKI_SHARE,
+    ChangeKind,
+    EditorKind,
 )
-#: Wikis with patrolling: their edits carry ``patrolled`` (others omit it).
-PATROLLING_WIKIS = frozenset({"commonswiki", "wikidatawiki", "dewiki", "ruwiki", "metawiki"})
-
-#: Namespace -> (title prefix, share of edits).
-NAMESPACES: dict[int, tuple[str, float]] = {
-    0: ("", 55.0),
-    1: ("Talk:", 4.0),
-    2: ("User:", 6.0),
-    3: ("User talk:", 5.0),
-    4: ("Wikipedia:", 2.0),
-    6: ("File:", 12.0),
-    10: ("Template:", 2.0),
-    14: ("Category:", 3.0),
-    118: ("Draft:", 0.5),
-}
-#: Wikidata items live in namespace 0 (Q…) and properties in 120 (Property:P…).
-WIKIDATA_NAMESPACES = {
-    0: ("", 97.0),
-    120: ("Property:", 1.0),
-    2: ("User:", 1.0),
-    4: ("Wikidata:", 1.0),
-}
-
-
-class ChangeKind(StrEnum):
-    """The ``type`` of a recentchange event."""
-
-    EDIT = "edit"
-    NEW = "new"
-    LOG = "log"
-    CATEGORIZE = "categorize"
-    EXTERNAL = "external"
-
-
-#: Types by share of the live stream (categorize is frequent, external rare).
-TYPE_SHARES: tuple[tuple[ChangeKind, float], ...] = (
-    (ChangeKind.EDIT, 53.0),
-    (ChangeKind.CATEGORIZE, 35.0),
-    (ChangeKind.LOG, 9.0),
-    (ChangeKind.NEW, 2.8),
-    (ChangeKind.EXTERNAL, 0.2),
-)
-
-
-class EditorKind(StrEnum):
-    """Who made a change, as the generator chose it."""
-
-    BOT = "bot"
-    ANONYMOUS_V4 = "anonymous-ipv4"
-    ANONYMOUS_V6 = "anonymous-ipv6"
-    TEMPORARY = "temporary"
-    HIDDEN = "hidden"
-    REGISTERED = "registered"
-
-
-EDITOR_SHARES: tuple[tuple[EditorKind, float], ...] = (
-    (EditorKind.BOT, 40.0),
-    (EditorKind.REGISTERED, 45.0),
-    (EditorKind.TEMPORARY, 7.0),
-    (EditorKind.ANONYMOUS_V4, 4.0),
-    (EditorKind.ANONYMOUS_V6, 3.0),
-    (EditorKind.HIDDEN, 1.0),
-)
-
-#: (log_type, log_action, target namespace)
-LOG_ACTIONS: tuple[tuple[str, str, int], ...] = (
-    ("newusers", "create", 2),
-    ("upload", "upload", 6),
-    ("patrol", "patrol", 0),
-    ("delete", "delete", 0),
-    ("move", "move", 0),
-    ("protect", "protect", 0),
-    ("abusefilter", "hit", 0),
-    ("thanks", "thank", 2),
-    ("block", "block", 2),
-)
-
-#: Pieces of registered user names: several scripts, RTL, emoji, spaces, quotes, SQL-ish text.
-NAME_PARTS: tuple[str, ...] = (
-    "Ada", "Lovelace", "Grace", "Brook", "Quill", "Marlow", "Juniper", "Okonkwo",
-    "Żaneta", "Łukasz", "Søren", "Ngọc", "José", "Çelik",
-    "Алёна", "Дмитрий", "Σοφία", "Νίκος",
-    "فاطمة", "يوسف", "נועה", "אבישי", "زہرا",
-    "हिमालय", "தமிழ்", "さくら", "太郎", "小明", "지민",
-    "🦉", "🌍", "✨",
-    "O'Brien", 'The "Editor"', "Robert'); DROP TABLE users;--", "1=1 OR",
-)  # fmt: skip
-BOT_PARTS: tuple[str, ...] = (
-    "Archive", "Link", "Cat", "Cite", "Data", "Ref", "Typo", "Upload", "Merge", "Tidy",
-)  # fmt: skip
-TITLE_WORDS: tuple[str, ...] = (
-    "River", "History", "Station", "Festival", "Bridge", "Election", "Museum", "Cathedral",
-    "Lake", "Mountain", "Library", "Treaty", "Comet", "Orchestra", "Harbour", "Garden",
-    "Ōsaka", "Köln", "Zürich", "Kraków", "São Paulo", "Москва", "Αθήνα", "القاهرة",
-    "ירושלים", "東京", "北京", "서울", "मुंबई",
-)  # fmt: skip
-
-CURRENT_SCHEMAS = ("/mediawiki/recentchange/1.0.0", "/mediawiki/recentchange/1.0.1")
-LEGACY_SCHEMAS = ("mediawiki/recentchange/1", "mediawiki/recentchange/2")
-STREAM = "mediawiki.recentchange"
-LEGACY_TOPIC = "eqiad.mediawiki.recentchange"
-CANARY_DOMAIN = "canary"
-
-#: The live stream's rate, about 40 events per second.
-LIVE_RATE = 40.0
-
 
 # ---- options and labels ---------------------------------------------------------------------
 
@@ -220,8 +91,8 @@ class Burst:
         record: dict[str, Any] = {
             "kind": self.kind.value,
             "wiki": self.wiki,
-            "start": _iso(start + self.at),
-            "end": _iso(start + self.at + self.duration),
+            "start": iso(start + self.at),
+            "end": iso(start + self.at + self.duration),
         }
         if self.kind is BurstKind.WIKI:
             record["multiplier"] = self.multiplier
@@ -296,36 +167,6 @@ class Label:
 
 
 # ---- the stream -----------------------------------------------------------------------------
-
-WIKI_INDEX = {wiki: (server, share) for wiki, server, share in WIKIS}
-_TOTAL_SHARE = sum(share for _, _, share in WIKIS)
-WIKI_SHARE = {wiki: share / _TOTAL_SHARE for wiki, _, share in WIKIS}
-
-
-def _cumulative(weights: Sequence[float]) -> list[float]:
-    return list(itertools.accumulate(weights))
-
-
-class _Choice:
-    """Weighted choice with a precomputed cumulative table."""
-
-    def __init__(self, items: Sequence[Any], weights: Sequence[float]) -> None:
-        self.items = tuple(items)
-        self.cumulative = _cumulative(weights)
-        self.total = self.cumulative[-1]
-
-    def pick(self, rng: random.Random) -> Any:
-        return self.items[bisect.bisect_right(self.cumulative, rng.random() * self.total)]
-
-
-_WIKI_CHOICE = _Choice([w for w, _, _ in WIKIS], [s for _, _, s in WIKIS])
-_TYPE_CHOICE = _Choice([t for t, _ in TYPE_SHARES], [s for _, s in TYPE_SHARES])
-_EDITOR_CHOICE = _Choice([e for e, _ in EDITOR_SHARES], [s for _, s in EDITOR_SHARES])
-_NS_CHOICE = _Choice(list(NAMESPACES), [s for _, s in NAMESPACES.values()])
-_WD_NS_CHOICE = _Choice(list(WIKIDATA_NAMESPACES), [s for _, s in WIKIDATA_NAMESPACES.values()])
-#: Editors and pages per wiki follow a Zipf-like law: a few very busy, a long tail.
-_POOL = 2000
-_ZIPF = _Choice(range(_POOL), [1 / (rank + 1) for rank in range(_POOL)])
 
 
 @dataclass(frozen=True)
@@ -451,15 +292,15 @@ class SyntheticStream:
 
     def _canary(self, position: int) -> tuple[Label, bytes]:
         rng = self._rng(position, salt=1)
-        event_id = str(_uuid4(rng))
+        event_id = str(uuid4(rng))
         moment = self.time(position)
         event = {
             "$schema": CURRENT_SCHEMAS[0],
             "meta": {
                 "uri": "https://canary/Canary_event",
-                "request_id": str(_uuid4(rng)),
+                "request_id": str(uuid4(rng)),
                 "id": event_id,
-                "dt": _iso(moment),
+                "dt": iso(moment),
                 "domain": CANARY_DOMAIN,
                 "stream": STREAM,
             },
@@ -480,10 +321,10 @@ class SyntheticStream:
         burst = None if burst_index is None else options.bursts[burst_index]
         legacy = rng.random() < options.legacy_share
         if burst is None:
-            wiki = _WIKI_CHOICE.pick(rng)
-            kind = _TYPE_CHOICE.pick(rng)
+            wiki = WIKI_CHOICE.pick(rng)
+            kind = TYPE_CHOICE.pick(rng)
         elif burst.kind is BurstKind.WIKI:
-            wiki, kind = burst.wiki, _TYPE_CHOICE.pick(rng)
+            wiki, kind = burst.wiki, TYPE_CHOICE.pick(rng)
         else:
             wiki, kind = burst.wiki, ChangeKind.EDIT
         if burst is not None and burst.kind is BurstKind.PAGE:
@@ -491,17 +332,17 @@ class SyntheticStream:
             user: str | None = f"{burst.title} watcher {rng.randrange(burst.editors) + 1}"
             namespace, title = 0, burst.title
         else:
-            editor_kind = _EDITOR_CHOICE.pick(rng)
-            user = _user(editor_kind, wiki, rng, options.seed)
-            namespace, title = _page(kind, wiki, rng)
+            editor_kind = EDITOR_CHOICE.pick(rng)
+            user = user_name(editor_kind, wiki, rng, options.seed)
+            namespace, title = page(kind, wiki, rng)
         log = None
         if kind is ChangeKind.LOG:
             log = LOG_ACTIONS[rng.randrange(len(LOG_ACTIONS))]
             if log[2]:
                 namespace, title = log[2], NAMESPACES[log[2]][0] + title.split(":", 1)[-1]
         moment = self.start + timedelta(seconds=offset)
-        event_id = str(_uuid4(rng))
-        event = _event(
+        event_id = str(uuid4(rng))
+        event = payload(
             kind=kind,
             wiki=wiki,
             namespace=namespace,
@@ -561,175 +402,4 @@ def _as_duplicate(original: Label, position: int) -> Label:
         user=original.user,
         legacy=original.legacy,
         burst=original.burst,
-    )
-
-
-# ---- one event ------------------------------------------------------------------------------
-
-
-def _uuid4(rng: random.Random) -> uuid.UUID:
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
-
-
-def _iso(moment: datetime, *, legacy: bool = False) -> str:
-    moment = moment.astimezone(UTC)
-    if legacy:
-        return moment.replace(microsecond=0).isoformat()  # 2018-03-07T16:16:17+00:00
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _user(kind: EditorKind, wiki: str, rng: random.Random, seed: int) -> str | None:
-    rank = _ZIPF.pick(rng)
-    # The same rank on the same wiki is the same person in every event of a seed.
-    person = random.Random(f"{seed}:{wiki}:{kind.value}:{rank}")
-    if kind is EditorKind.HIDDEN:
-        return None
-    if kind is EditorKind.BOT:
-        return f"{person.choice(BOT_PARTS)}{person.choice(BOT_PARTS)}Bot{rank}"
-    if kind is EditorKind.ANONYMOUS_V4:
-        return str(ipaddress.IPv4Address(person.randrange(1 << 24, 223 << 24)))
-    if kind is EditorKind.ANONYMOUS_V6:
-        return str(ipaddress.IPv6Address((0x2001 << 112) | person.getrandbits(100)))
-    if kind is EditorKind.TEMPORARY:
-        return f"~2026-{person.randrange(10000, 99999)}-{person.randrange(10, 99)}"
-    first, second = person.choice(NAME_PARTS), person.choice(NAME_PARTS)
-    return f"{first} {second}" if person.random() < 0.6 else f"{first}{rank}"
-
-
-def _page(kind: ChangeKind, wiki: str, rng: random.Random) -> tuple[int, str]:
-    rank = _ZIPF.pick(rng)
-    if kind is ChangeKind.CATEGORIZE:
-        namespace = 14
-    elif wiki == "wikidatawiki":
-        namespace = _WD_NS_CHOICE.pick(rng)
-    else:
-        namespace = _NS_CHOICE.pick(rng)
-    if wiki == "wikidatawiki" and namespace == 0:
-        return 0, f"Q{rank * 7919 % 120_000_000 + 1}"
-    if wiki == "wikidatawiki" and namespace == 120:
-        return 120, f"Property:P{rank % 12000 + 1}"
-    prefix = (NAMESPACES.get(namespace) or WIKIDATA_NAMESPACES[namespace])[0]
-    words = random.Random(f"{wiki}:{namespace}:{rank}")
-    name = f"{words.choice(TITLE_WORDS)} {words.choice(TITLE_WORDS).lower()} {rank}"
-    if namespace == 6:
-        name += ".jpg"
-    return namespace, prefix + name
-
-
-def _event(
-    *,
-    kind: ChangeKind,
-    wiki: str,
-    namespace: int,
-    title: str,
-    user: str | None,
-    bot: bool,
-    moment: datetime,
-    event_id: str,
-    legacy: bool,
-    schema: str,
-    legacy_schema: str,
-    log: tuple[str, str, int] | None,
-    rng: random.Random,
-    position: int,
-) -> dict[str, Any]:
-    server = WIKI_INDEX[wiki][0]
-    # Percent-encoded as MediaWiki does (wfUrlencode): the schemas declare these URIs.
-    page_url = f"https://{server}/wiki/{quote(title.replace(' ', '_'), safe=';@$!*(),/~:')}"
-    rc_id = 1_000_000 + position * 3 + rng.randrange(3)
-    if legacy:
-        # Legacy events: timestamp equals meta.dt (to the second), nulls where 1.0.0 omits.
-        change_time = moment.replace(microsecond=0)
-        meta: dict[str, Any] = {
-            "topic": LEGACY_TOPIC,
-            "schema_uri": legacy_schema,
-            "uri": page_url,
-            "request_id": str(_uuid4(rng)),
-            "id": event_id,
-            "dt": _iso(moment, legacy=True),
-            "domain": server,
-        }
-        event: dict[str, Any] = {"meta": meta}
-    else:
-        # meta.dt is when the event was emitted: 0.1 s to ~18 s after the change, so
-        # consecutive events' timestamps are not in order.
-        lag = min(17.8, 0.1 + rng.expovariate(1 / 1.5))
-        change_time = moment - timedelta(seconds=lag)
-        meta = {
-            "uri": page_url,
-            "request_id": str(_uuid4(rng)),
-            "id": event_id,
-            "dt": _iso(moment),
-            "domain": server,
-            "stream": STREAM,
-            "topic": LEGACY_TOPIC,
-            "partition": 0,
-            "offset": 5_000_000_000 + position,
-        }
-        event = {"$schema": schema, "meta": meta}
-    is_log = kind is ChangeKind.LOG
-    if not is_log:
-        event["id"] = rc_id
-    elif legacy:
-        event["id"] = None  # legacy log events send a null rc id
-    elif rng.random() < 0.5:
-        event["id"] = rc_id  # current log events: present on some, absent on others
-    comment = _comment(kind, title, rng)
-    event.update(
-        type=kind.value,
-        namespace=namespace,
-        title=title,
-        comment=comment,
-        timestamp=int(change_time.timestamp()),
-    )
-    if user is not None:
-        event["user"] = user
-    event["bot"] = bot
-    if kind is ChangeKind.EDIT or kind is ChangeKind.NEW:
-        new_length = rng.randrange(0, 60_000)
-        new_revision = 2_000_000_000 + position
-        if kind is ChangeKind.EDIT:
-            old_length = max(0, new_length - int(rng.gauss(0, 800)))
-            event["minor"] = rng.random() < 0.3
-            event["length"] = {"old": old_length, "new": new_length}
-            event["revision"] = {"old": new_revision - 1 - rng.randrange(5000), "new": new_revision}
-        else:
-            event["minor"] = False
-            event["length"] = {"old": None, "new": new_length} if legacy else {"new": new_length}
-            event["revision"] = (
-                {"old": None, "new": new_revision} if legacy else {"new": new_revision}
-            )
-        if wiki in PATROLLING_WIKIS:
-            event["patrolled"] = bot or rng.random() < 0.5
-    elif log is not None:
-        log_type, log_action, _ = log
-        event["log_id"] = 0 if log_type == "abusefilter" else 90_000_000 + position
-        event["log_type"] = log_type
-        event["log_action"] = log_action
-        event["log_params"] = [] if log_type == "delete" else {"reason": "synthetic"}
-        event["log_action_comment"] = f"{log_action} {title}"
-    event.update(
-        server_url=f"https://{server}",
-        server_name=server,
-        server_script_path="/w",
-        wiki=wiki,
-        parsedcomment=comment.replace("[[", "<a>").replace("]]", "</a>"),
-    )
-    if not legacy:
-        event["title_url"] = page_url
-        if not is_log:
-            event["notify_url"] = f"https://{server}/w/index.php?diff={rc_id}"
-    return event
-
-
-def _comment(kind: ChangeKind, title: str, rng: random.Random) -> str:
-    if kind is ChangeKind.CATEGORIZE:
-        return f"[[:{title}]] added to category"
-    draw = rng.random()
-    if draw < 0.05:
-        return ""
-    if draw < 0.1:
-        return "/* 概要 */ 修正 \u200e"  # Chinese, and a left-to-right mark as the live stream has
-    return rng.choice(
-        ("fix typo", "Added reference", "Reverted edits", "update infobox", "/* History */ expand")
     )

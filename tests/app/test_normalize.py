@@ -11,7 +11,8 @@ import pytest
 
 from app.contract import Canary, ChangeType, RecentChange, UserKind
 from app.normalize import Filters, Rejected, normalize, user_kind
-from infra.replay.synthetic import ChangeKind, Label
+from infra.replay.synthetic import Label
+from infra.replay.world import ChangeKind
 from tests import events
 from tests.app import examples
 from tests.app.bad_input import corpus, odd_but_valid

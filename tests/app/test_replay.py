@@ -19,14 +19,10 @@ import aiohttp
 import orjson
 import pytest
 
-from infra.replay.server import (
-    CONTENT_TYPE,
-    STREAM_PATH,
-    ReplayOptions,
-    ReplayServer,
-    SyntheticEvents,
-)
+from infra.replay.server import ReplayOptions, ReplayServer
+from infra.replay.sources import SyntheticEvents
 from infra.replay.synthetic import StreamOptions, SyntheticStream
+from infra.replay.wire import CONTENT_TYPE, STREAM_PATH
 from tests.events import stream, synthetic
 
 REPO = Path(__file__).resolve().parents[2]

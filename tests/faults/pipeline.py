@@ -31,7 +31,7 @@ import psycopg2
 
 from app.config import Settings, load_settings
 from infra.processes import pid_alive, wait_for
-from infra.replay.server import rewrite_event
+from infra.replay.wire import rewrite_event
 from tests.events import synthetic
 from tests.harness import cli_pids, read_topic, run_cli, worker_metrics
 from tests.spark.helpers import golden, user_edit_counts, wiki_activity

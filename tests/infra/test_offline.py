@@ -19,7 +19,8 @@ from yarl import URL
 
 from app.config import ENV_ALIASES, ENV_VARS, load_settings
 from infra.processes import free_port
-from infra.replay.server import STREAM_PATH, ReplayOptions
+from infra.replay.server import ReplayOptions
+from infra.replay.wire import STREAM_PATH
 from infra.stack import Stack
 from infra.worker import LocalWorker
 from tests.events import synthetic

@@ -21,7 +21,8 @@ import pytest
 from app.config import ENV_ALIASES, ENV_VARS
 from infra import cli
 from infra.replay import cli as replay_cli
-from infra.replay.server import ReplayOptions, ReplayServer, SyntheticEvents
+from infra.replay.server import ReplayOptions, ReplayServer
+from infra.replay.sources import SyntheticEvents
 from tests.events import stream, synthetic
 from tests.harness import WIKIPULSE, ReplayThread, clean_environ
 

@@ -24,16 +24,13 @@ from app.contract import Canary, RecentChange
 from app.normalize import normalize
 from infra.replay.cli import main
 from infra.replay.synthetic import (
-    EDITOR_SHARES,
-    TYPE_SHARES,
-    WIKIS,
     Burst,
     BurstKind,
-    EditorKind,
     Role,
     StreamOptions,
     SyntheticStream,
 )
+from infra.replay.world import EDITOR_SHARES, TYPE_SHARES, WIKIS, EditorKind
 from tests.events import USER_KIND_OF_EDITOR
 
 ROOT = Path(__file__).resolve().parents[2]
