@@ -1,20 +1,18 @@
 """The ingestion worker: ``faust -A app.worker worker``.
 
 - ``ingest`` (a task, on the leader only: one SSE connection per deployment,
-  :mod:`app.ingest.task`) follows the SSE stream and appends each event's bytes, unparsed, to
-  the raw topic with its SSE id and receive time in headers. It resumes after the last event
-  durably in the raw topic.
-- the normalizer (a task on every worker, :mod:`app.normalize.service`) turns each raw record
-  into exactly one outcome: a typed event, a dead letter, or filtered / duplicate / canary, in
-  batches, each batch's outputs, dedup changelog and raw offset committed in one Kafka
-  transaction.
+  :mod:`app.ingest.task`) follows the SSE stream and appends each event's bytes, as received,
+  to the raw topic, keyed by its ``meta.id``, with its SSE id and receive time in headers. It
+  resumes after the last event durably in the raw topic.
+- the normalizer (a service of the app on every worker, :mod:`app.normalize.service`) turns
+  each raw record into exactly one outcome: a typed event, a dead letter, or filtered /
+  duplicate / canary, in batches, each batch's outputs, dedup changelog and raw offset
+  committed in one Kafka transaction.
 - The web server serves ``/metrics`` (Prometheus) and ``/health``.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import faust
@@ -25,10 +23,7 @@ from app.config.names import client_id, worker_datadir
 from app.ingest.task import HealthState, IngestTask, error_report
 from app.metrics import WorkerMetrics
 from app.normalize import Filters
-from app.normalize.batch import Batch
 from app.normalize.service import Normalizer
-
-log = logging.getLogger(__name__)
 
 #: Faust's consumer group session (seconds): how soon a dead worker's leader role moves on.
 WORKER_SESSION_TIMEOUT = 15.0
@@ -49,8 +44,9 @@ class Worker:
         )
         datadir = worker_datadir(settings)
         datadir.parent.mkdir(parents=True, exist_ok=True)
-        # Faust is the frame: the leader's SSE task, the web server, signals. It consumes no
-        # topic itself (the normalizer has its own consumer group and transactions).
+        # Faust is the frame: the leader's SSE task, the normalizer service, the web server,
+        # signals. It consumes no topic itself (the normalizer has its own consumer group and
+        # transactions).
         self.app = faust.App(
             settings.app.id,
             **faust_broker_options(settings.kafka),  # broker, broker_credentials
@@ -67,7 +63,7 @@ class Worker:
             web_port=settings.app.web.port,
         )
         self.ingest = IngestTask(settings, self.metrics, self.health, self.app.is_leader)
-        self.normalizer = Normalizer(settings, self.filters, self.committed)
+        self.normalizer = Normalizer(settings, self.filters, self.metrics, self.health)
         self._install()
 
     # ---- wiring -----------------------------------------------------------------------------
@@ -77,7 +73,10 @@ class Worker:
         if self.settings.ingestion.enabled:
             # On the leader only: one SSE connection per deployment, however many workers.
             app.task(self.ingest.follow_leadership)
-        app.task(self.normalizer.run)
+        # Started with the app once it runs, stopped with it; its crash crashes the app. (Faust
+        # starts a service instance as it does a class: App._prepare_subservice; the annotation
+        # of App.service names classes only.)
+        app.service(self.normalizer)  # type: ignore[arg-type]
 
         # Faust makes a View class of each function; it is called with the view and request.
         async def metrics(view: Any, request: Any) -> Any:
@@ -103,23 +102,6 @@ class Worker:
             "last_error": error_report(self.health.last_error),
             "outcomes": self.metrics.outcome_totals(),
         }
-
-    # ---- normalize: raw -> typed | dead letter (app/normalize/service.py) ---------------------
-
-    def committed(self, batch: Batch) -> None:
-        """Metrics and health for a batch once its transaction is committed."""
-        for outcome, count in batch.outcomes.items():
-            self.metrics.count(outcome, count)
-        for offset, reason in batch.rejections:
-            log.info("dead letter %s[%s]@%s: %s", self.normalizer.topics.raw, batch.partition,
-                     offset, reason)  # fmt: skip
-        if batch.last_event_time is not None:
-            self.health.last_event_time = batch.last_event_time
-            self.metrics.last_event_time.set(batch.last_event_time)
-            self.metrics.lag.set(max(0.0, time.time() - batch.last_event_time))
-        if batch.last_canary is not None:
-            self.health.last_canary = batch.last_canary
-            self.metrics.last_canary_time.set(batch.last_canary)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The dashboard as a background process: ``streamlit run dashboards/app.py``."""
+"""The dashboard as a background process: ``streamlit run dashboards/wikipulse_dashboard.py``."""
 
 from __future__ import annotations
 
@@ -6,35 +6,27 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 
-from app.config import Settings
-from infra.home import PROJECT_ROOT, Home
-from infra.processes import (
-    InfraError,
-    ensure_port_free,
-    pid_alive,
-    read_pid,
-    spawn,
-    stop_recorded,
-    tail,
-    wait_for,
-)
+from infra.component import ComponentState, SpawnedComponent
+from infra.home import PROJECT_ROOT
+from infra.processes import ensure_port_free
 
-COMPONENT = "dashboard"
-APP_FILE = PROJECT_ROOT / "dashboards" / "app.py"
+APP_FILE = PROJECT_ROOT / "dashboards" / "wikipulse_dashboard.py"
 
 
 @dataclass(frozen=True)
-class LocalDashboard:
-    settings: Settings
-    home: Home
+class LocalDashboard(SpawnedComponent):
+    name = "dashboard"
+    title = "the dashboard"
+    not_ready = "the dashboard did not answer"
+    stop_timeout = 20.0
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.dashboard.host}:{self.settings.dashboard.port}"
 
-    def pid(self) -> int | None:
-        # The command line names the server port; the pid file lives in this home.
-        return read_pid(self.home.pidfile(COMPONENT), str(APP_FILE))
+    @property
+    def marker(self) -> str:
+        return str(APP_FILE)
 
     def healthy(self) -> bool:
         try:
@@ -42,6 +34,14 @@ class LocalDashboard:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def command(self) -> list[str]:
+        dashboard = self.settings.dashboard
+        return [
+            sys.executable, "-m", "streamlit", "run", str(APP_FILE),
+            "--server.address", dashboard.host, "--server.port", str(dashboard.port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        ]  # fmt: skip
 
     def start(self, *, timeout: float = 60.0) -> int:
         pid = self.pid()
@@ -54,21 +54,15 @@ class LocalDashboard:
             needed_by="the dashboard",
             fix="set DASHBOARD_PORT=<another port>",
         )
-        logfile = self.home.logfile(COMPONENT)
-        command = [
-            sys.executable, "-m", "streamlit", "run", str(APP_FILE),
-            "--server.address", dashboard.host, "--server.port", str(dashboard.port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        ]  # fmt: skip
-        pid = spawn(
-            command, pidfile=self.home.pidfile(COMPONENT), logfile=logfile, cwd=PROJECT_ROOT
+        return self.spawn_and_wait(
+            self.command(), ready=self.healthy, timeout=timeout, cwd=PROJECT_ROOT
         )
-        wait_for(lambda: not pid_alive(pid) or self.healthy(), timeout=timeout)
-        if not pid_alive(pid):
-            raise InfraError(f"the dashboard exited during start-up ({logfile}):\n{tail(logfile)}")
-        if not self.healthy():
-            raise InfraError(f"the dashboard did not answer within {timeout:.0f} s")
-        return pid
 
-    def stop(self) -> bool:
-        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=20)
+    def where(self) -> str:
+        return f" at {self.url}"
+
+    def state(self) -> ComponentState:
+        pid = self.pid()
+        healthy = pid is not None and self.healthy()
+        detail = "serving" if healthy else ("not answering" if pid else "not running")
+        return ComponentState(self.name, True, True, healthy, pid, self.url, detail)

@@ -18,19 +18,10 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.config import Settings
 from app.config.clients import aiokafka_options
+from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import INFRA_DIR, Home
 from infra.maven import fetch_jars, require_java
-from infra.processes import (
-    InfraError,
-    ensure_port_free,
-    pid_alive,
-    port_open,
-    read_pid,
-    spawn,
-    stop_recorded,
-    tail,
-    wait_for,
-)
+from infra.processes import InfraError, ensure_port_free, port_open
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +29,17 @@ KAFKA_POM = INFRA_DIR / "kafka" / "pom.xml"
 SPARK_POM = INFRA_DIR / "spark" / "pom.xml"
 LOG4J_CONFIG = INFRA_DIR / "kafka" / "log4j2.properties"
 SERVER_TEMPLATE = INFRA_DIR / "kafka" / "server.properties.template"
-COMPONENT = "kafka"
 
 
 @dataclass(frozen=True)
-class LocalKafka:
-    settings: Settings
-    home: Home
+class LocalKafka(SpawnedComponent):
+    """The broker ``up`` runs when ``kafka.bootstrap_servers`` is on this machine; else external:
+    ``up`` only creates the topics."""
+
+    name = "kafka"
+    pipeline = False
+    title = "the Kafka broker"
+    not_ready = "the Kafka broker did not accept connections"
 
     @property
     def host(self) -> str:
@@ -62,11 +57,49 @@ class LocalKafka:
     def properties_file(self) -> Path:
         return self.home.kafka_dir / "server.properties"
 
-    def pid(self) -> int | None:
-        return read_pid(self.home.pidfile(COMPONENT), str(self.properties_file))
+    @property
+    def marker(self) -> str:
+        return str(self.properties_file)
+
+    @property
+    def server_log(self) -> Path:
+        return self.home.logs / "kafka" / "server.log"
+
+    @property
+    def logfile(self) -> Path:
+        """The broker's own log once it has one; its standard output before."""
+        return self.server_log if self.server_log.exists() else self.output
 
     def healthy(self) -> bool:
         return self.pid() is not None and port_open(self.host, self.port)
+
+    def announce(self, progress: Progress) -> None:
+        if not (self.home.kafka_jars / ".fetched-from").exists():
+            progress("kafka: fetching the broker jars with Maven (first time only)")
+
+    def up(self, progress: Progress) -> None:
+        """Start the local broker (unless Kafka is external), then create the missing topics."""
+        if self.settings.kafka.runs_locally:
+            super().up(progress)
+        created = ensure_topics(self.settings)
+        if created:
+            progress("kafka: created topics " + ", ".join(created))
+
+    def state(self) -> ComponentState:
+        address = self.settings.kafka.bootstrap_servers
+        managed = self.settings.kafka.runs_locally
+        pid = self.pid() if managed else None
+        healthy, detail = False, "not running"
+        if not managed or pid is not None:
+            try:
+                topics = list_topics(self.settings)
+                wanted = {spec.name for spec in topic_specs(self.settings)}
+                missing = sorted(wanted - set(topics))
+                healthy = True
+                detail = "topics ready" if not missing else "missing topics: " + ", ".join(missing)
+            except Exception as error:  # any client failure means: not healthy
+                detail = f"unreachable: {error}"
+        return ComponentState(self.name, managed, True, healthy, pid, address, detail)
 
     def fetch_jars(self) -> list[Path]:
         return fetch_jars(KAFKA_POM, self.home.kafka_jars, log_file=self.home.logfile("maven"))
@@ -139,34 +172,18 @@ class LocalKafka:
         )
         self._render_properties()
         self._format_storage()
-        logfile = self.home.logfile(COMPONENT)
-        pid = spawn(
-            self._java(
-                "kafka.Kafka", str(self.properties_file), heap=self.settings.kafka.local.heap
-            ),
-            pidfile=self.home.pidfile(COMPONENT),
-            logfile=logfile,
+        command = self._java(
+            "kafka.Kafka", str(self.properties_file), heap=self.settings.kafka.local.heap
+        )
+        return self.spawn_and_wait(
+            command,
+            ready=lambda: port_open(self.host, self.port),
+            timeout=timeout,
             env={**os.environ, "KAFKA_HEAP_OPTS": ""},
         )
-        # The spawned pid itself (not the marker check, which reads a command line that can
-        # be empty for a moment while the process starts).
-        ready = wait_for(
-            lambda: port_open(self.host, self.port) or not pid_alive(pid), timeout=timeout
-        )
-        if not pid_alive(pid):
-            raise InfraError(
-                f"the Kafka broker exited during start-up; its last output ({logfile}):\n"
-                + tail(logfile)
-                + "\n(full log: "
-                + str(self.home.logs / "kafka" / "server.log")
-                + ")"
-            )
-        if not ready:
-            raise InfraError(f"the Kafka broker did not accept connections within {timeout:.0f} s")
-        return pid
 
-    def stop(self) -> bool:
-        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=30)
+    def exit_hint(self) -> str:
+        return f"\n(full log: {self.server_log})"
 
 
 def new_cluster_id() -> str:

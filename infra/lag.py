@@ -1,4 +1,5 @@
-"""Consumer lag of wikipulse's two readers of Kafka: how many records each has yet to read.
+"""Consumer lag of wikipulse's two readers of Kafka: how many offsets each has yet to read
+(records on the raw topic; records and transaction markers on the typed topic).
 
 - **normalizer**: the worker's consumer group ``<app.id>-normalizer`` over the raw topic. It
   commits its offsets inside its Kafka transactions (``send_offsets_to_transaction``), so the
@@ -92,8 +93,8 @@ class ConsumerLag:
         return sum(p.lag for p in self.partitions)
 
     def describe(self) -> str:
-        """One line for ``status``: records behind, on which topic, from which position (per
-        partition when several partitions lag)."""
+        """One line for ``status``: how far behind (in :attr:`unit`), on which topic, from which
+        position (per partition when several partitions lag)."""
         if self.error is not None:
             return f"unknown ({self.error})"
         text = f"{self.total} {self.unit} behind on {self.topic}"
@@ -340,7 +341,7 @@ def prometheus_text(lags: Sequence[ConsumerLag]) -> bytes:
     """The lag as Prometheus gauges: ``wikipulse_consumer_lag_offsets`` per partition, and
     ``wikipulse_consumer_lag_known`` (1, or 0 when it could not be computed)."""
     registry = CollectorRegistry()
-    records = Gauge(
+    offsets = Gauge(
         "wikipulse_consumer_lag_offsets",
         "Offsets a reader of Kafka has yet to read: the end offset (read_committed) minus its "
         "position, per partition (on the typed topic, records and transaction markers).",
@@ -356,7 +357,7 @@ def prometheus_text(lags: Sequence[ConsumerLag]) -> bytes:
     for lag in lags:
         known.labels(consumer=lag.consumer).set(1 if lag.known else 0)
         for partition in lag.partitions:
-            records.labels(
+            offsets.labels(
                 consumer=lag.consumer, topic=lag.topic, partition=str(partition.partition)
             ).set(partition.lag)
     return generate_latest(registry)
@@ -366,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.lag",
         description="Consumer lag of the normalizer (its consumer group) and of the Spark job "
-        "(its checkpoint), in records; configured like every component.",
+        "(its checkpoint), in offsets (records, and on the typed topic transaction markers); "
+        "configured like every component.",
     )
     parser.add_argument(
         "--prometheus", action="store_true", help="print Prometheus gauges (text format)"

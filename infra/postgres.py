@@ -30,9 +30,11 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
-from infra.home import Home
+from infra.component import Component, ComponentState, Progress
+from infra.migrations import migrate, schema_revision
 from infra.processes import (
     InfraError,
     ensure_port_free,
@@ -66,14 +68,16 @@ def server_bin_dir() -> Path:
 
 SUPERUSER = "postgres"
 RUN_AS_USER = "wikipulse"
-COMPONENT = "postgres"
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; ".s.PGSQL.<port>" is appended
 
 
 @dataclass(frozen=True)
-class LocalPostgres:
-    settings: Settings
-    home: Home
+class LocalPostgres(Component):
+    """Run by ``pg_ctl`` (which keeps its own pid file, ``postmaster.pid``), or external: then
+    ``up`` only migrates it."""
+
+    name = "postgres"
+    pipeline = False
 
     # ---- paths -----------------------------------------------------------------------------
 
@@ -174,6 +178,44 @@ class LocalPostgres:
 
     def initialized(self) -> bool:
         return (self.data / "PG_VERSION").exists()
+
+    def announce(self, progress: Progress) -> None:
+        if not self.initialized():
+            progress("postgres: initializing a new cluster")
+
+    def up(self, progress: Progress) -> None:
+        """Start the local server (unless the database is external), then migrate to head."""
+        if self.settings.postgres.runs_locally:
+            super().up(progress)
+        progress("postgres: alembic upgrade head")
+        try:
+            migrate(self.settings)
+        except SQLAlchemyError as error:
+            raise InfraError(f"migrating the database failed: {error}") from None
+
+    def state(self) -> ComponentState:
+        pg = self.settings.postgres
+        address = f"{pg.host}:{pg.port}"
+        managed = pg.runs_locally
+        pid = self.pid() if managed else None
+        reachable = port_open(pg.host, pg.port)
+        detail = "not running" if not reachable else ""
+        healthy = False
+        if reachable:
+            try:
+                current, head = schema_revision(self.settings)
+                healthy = True
+                detail = f"database {pg.database}, schema {current or 'empty'}"
+                if current != head:
+                    detail += f" (code is at {head}: run `up` to migrate)"
+            except SQLAlchemyError as error:
+                detail = (
+                    f"unreachable: {str(error.orig if hasattr(error, 'orig') else error).strip()}"
+                )
+        if managed and pid is None:
+            healthy = False
+            detail = "not running" if not reachable else "port taken by another process"
+        return ComponentState(self.name, managed, True, healthy, pid, address, detail)
 
     def _initdb(self) -> None:
         self.home.postgres_dir.mkdir(parents=True, exist_ok=True)

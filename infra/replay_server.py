@@ -24,21 +24,11 @@ from typing import Any
 
 import orjson
 
+from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import PROJECT_ROOT, Home
-from infra.processes import (
-    InfraError,
-    free_port,
-    pid_alive,
-    port_open,
-    read_pid,
-    spawn,
-    stop_recorded,
-    tail,
-    wait_for,
-)
+from infra.processes import InfraError, free_port, port_open
 from infra.replay.wire import STREAM_PATH
 
-COMPONENT = "replay"
 HOST = "127.0.0.1"
 #: × the event-time pace: the synthetic stream's 40 events/s, or a recording's own pace.
 DEFAULT_SPEED = 1.0
@@ -294,17 +284,24 @@ def clear_mode(home: Home) -> None:
 
 
 @dataclass(frozen=True)
-class LocalReplay:
-    home: Home
+class LocalReplay(SpawnedComponent):
+    """The replay server of the recorded replay mode; no part of the stack without one."""
+
+    name = "replay"
+    title = "the replay server"
+    not_ready = "the replay server did not answer"
+    stop_timeout = 10.0
 
     @property
-    def logfile(self) -> Path:
-        return self.home.logfile(COMPONENT)
+    def marker(self) -> str:
+        return MARKER
 
-    def pid(self) -> int | None:
-        return read_pid(self.home.pidfile(COMPONENT), MARKER)
+    def healthy(self) -> bool:
+        mode = load_mode(self.home)
+        return mode is not None and self.pid() is not None and self.answers(mode.port)
 
-    def healthy(self, port: int) -> bool:
+    @staticmethod
+    def answers(port: int) -> bool:
         """Whether an HTTP server answers on ``port``: the server has no health endpoint, and
         opening the stream would count as a client connection (``--fail-first``), so ask for
         ``/``, which it answers with 404."""
@@ -322,29 +319,56 @@ class LocalReplay:
             return mode
         return replace(mode, port=free_port(HOST))
 
-    def start(self, mode: ReplayMode, *, timeout: float = 30.0) -> int:
+    def start(self, mode: ReplayMode | None = None, *, timeout: float = 30.0) -> int:
+        """Serve ``mode`` (default: the recorded one) unless a server runs; its pid once it
+        answers."""
         pid = self.pid()
         if pid is not None:
             return pid
-        if not mode.port or port_open(HOST, mode.port):
-            raise InfraError(f"port {mode.port} on {HOST}, for the replay server, is taken")
-        pid = spawn(
-            mode.argv(),
-            pidfile=self.home.pidfile(COMPONENT),
-            logfile=self.logfile,
-            cwd=PROJECT_ROOT,
+        mode = mode or load_mode(self.home)
+        if mode is None:
+            raise InfraError("no replay mode recorded: `./infra/wikipulse up --replay [FILE]`")
+        port = mode.port
+        if not port or port_open(HOST, port):
+            raise InfraError(f"port {port} on {HOST}, for the replay server, is taken")
+        return self.spawn_and_wait(
+            mode.argv(), ready=lambda: self.answers(port), timeout=timeout, cwd=PROJECT_ROOT
         )
-        # The child's own pid, not the marker check: until it has exec'd, its command line is
-        # still its parent's.
-        wait_for(lambda: not pid_alive(pid) or self.healthy(mode.port), timeout=timeout)
-        if not pid_alive(pid):
-            raise InfraError(
-                f"the replay server exited during start-up ({self.logfile}):\n"
-                f"{tail(self.logfile, 20)}"
-            )
-        if not self.healthy(mode.port):
-            raise InfraError(f"the replay server did not answer within {timeout:.0f} s")
-        return pid
 
-    def stop(self) -> bool:
-        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=10)
+    def serve(self, mode: ReplayMode, progress: Progress) -> ReplayMode:
+        """The replay server running ``mode`` (on a new free port, recorded, if its own is
+        taken)."""
+        pid = self.pid()
+        if pid is not None:
+            progress(f"replay: running (pid {pid}), {mode.describe()}, at {mode.url}")
+            return mode
+        chosen = self.choose_port(mode)
+        if chosen.port != mode.port:
+            if mode.port:
+                progress(
+                    f"replay: port {mode.port} is taken by another process, moving to {chosen.port}"
+                )
+            save_mode(self.home, chosen)
+        pid = self.start(chosen)
+        progress(f"replay: started (pid {pid}), {chosen.describe()}, at {chosen.url}")
+        return chosen
+
+    def up(self, progress: Progress) -> None:
+        """In replay mode, serve the recorded mode; else nothing."""
+        mode = load_mode(self.home)
+        if mode is not None:
+            self.serve(mode, progress)
+
+    def state(self) -> ComponentState | None:
+        mode = load_mode(self.home)
+        if mode is None:
+            return None
+        pid = self.pid()
+        healthy = pid is not None and self.answers(mode.port)
+        if pid is None:
+            detail = f"not running (to serve {mode.describe()})"
+        elif not healthy:
+            detail = f"not answering on port {mode.port}"
+        else:
+            detail = f"serving {mode.describe()}"
+        return ComponentState(self.name, True, True, healthy, pid, mode.address, detail)

@@ -9,38 +9,38 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
 from app.config import Settings
 from app.config.clients import libpq_params
+from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import Home
-from infra.processes import (
-    InfraError,
-    pid_alive,
-    read_pid,
-    spawn,
-    stop_recorded,
-    tail,
-    wait_for,
-)
-
-COMPONENT = "spark"
-STARTED = b"query wikipulse_aggregates started"
+from infra.kafka import fetch_spark_jars
+from spark.status import RUNNING, read_status
 
 
-def submit_command(settings: Settings, *job_args: str) -> tuple[list[str], dict[str, str]]:
+def submit_command(
+    settings: Settings, *job_args: str, jars: Sequence[Path] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """``spark-submit`` for the Spark job (:mod:`spark.job`), and the environment variables it
-    needs on top of the caller's: what ``./infra/wikipulse up`` runs."""
-    from spark.job import JOB_FILE, session_conf  # imports pyspark
+    needs on top of the caller's: what ``./infra/wikipulse up`` runs. ``jars``: the Kafka
+    connector jars for ``--jars`` (default: those ``up`` fetched into ``$WIKIPULSE_HOME``)."""
+    from spark.job import JOB_FILE  # imports pyspark
+    from spark.session import driver_environment, session_conf
 
     python = Path(sys.executable)
     submit = python.parent / "spark-submit"
     executable = str(submit) if submit.exists() else shutil.which("spark-submit") or "spark-submit"
+    if jars is None:
+        jars = connector_jars(Home(settings.home))
     conf = session_conf(settings)
-    jars = conf.pop("spark.jars", "")
+    conf.pop("spark.jars", None)  # the jars are the caller's
     command = [
         executable,
         "--master",
@@ -51,71 +51,116 @@ def submit_command(settings: Settings, *job_args: str) -> tuple[list[str], dict[
         conf.pop("spark.driver.memory"),
     ]
     if jars:
-        command += ["--jars", jars]
+        command += ["--jars", ",".join(str(jar) for jar in jars)]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command += [str(JOB_FILE), *job_args]
-    env = {"PYSPARK_PYTHON": str(python), "PYSPARK_DRIVER_PYTHON": str(python)}
-    if settings.spark.master.startswith("local") and "SPARK_LOCAL_IP" not in os.environ:
-        # On one machine the driver (and its UI on 4040) listens on loopback only, like the
-        # worker and the dashboard; on a cluster executors must reach it: set SPARK_LOCAL_IP.
-        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    env = {
+        "PYSPARK_PYTHON": str(python),
+        "PYSPARK_DRIVER_PYTHON": str(python),
+        **driver_environment(settings),  # SPARK_LOCAL_IP, from spark.local_ip
+    }
     return command, env
 
 
-@dataclass(frozen=True)
-class LocalSparkJob:
-    settings: Settings
-    home: Home
+def connector_jars(home: Home) -> list[Path]:
+    """The Kafka connector jars ``up`` fetched into ``home``
+    (:func:`infra.kafka.fetch_spark_jars`)."""
+    return sorted(home.spark_jars.glob("*.jar"))
 
-    def pid(self) -> int | None:
-        # spark-submit's command line names the connector jars under this home.
-        return read_pid(self.home.pidfile(COMPONENT), str(self.home.spark_jars))
+
+@dataclass(frozen=True)
+class LocalSparkJob(SpawnedComponent):
+    """``spark-submit`` of the job, ready (and healthy) when the job's status file says its
+    query runs (:mod:`spark.status`)."""
+
+    name = "spark"
+    title = "the Spark job"
+    not_ready = "the Spark job's query did not start"
+    # SIGTERM: the job stops after its current batch.
+    stop_timeout = 60.0
+
+    @property
+    def status_file(self) -> Path:
+        return self.home.run / "spark.status.json"
+
+    @property
+    def marker(self) -> str:
+        # spark-submit passes the job its arguments, this home's status file among them.
+        return str(self.status_file)
+
+    def status(self) -> dict[str, Any] | None:
+        """What the job last wrote to its status file; None before it wrote any."""
+        return read_status(self.status_file)
+
+    def query_running(self) -> bool:
+        status = self.status()
+        return status is not None and status.get("state") == RUNNING
+
+    def healthy(self) -> bool:
+        return self.pid() is not None and self.query_running()
+
+    def prepare(self, progress: Progress) -> None:
+        """The connector jars: the Spark tests use them without the job."""
+        if not (self.home.spark_jars / ".fetched-from").exists():
+            progress("spark: fetching the Kafka connector jars with Maven (first time only)")
+        fetch_spark_jars(self.home)
+
+    def announce(self, progress: Progress) -> None:
+        progress("spark: starting the job with spark-submit (about 20 s)")
 
     def start(self, *, timeout: float = 240.0) -> int:
-        """Start the job unless it runs; return once its streaming query has started."""
+        """Start the job unless it runs; its pid once its streaming query has started."""
         pid = self.pid()
         if pid is not None:
             return pid
-        command, extra_env = submit_command(self.settings)  # imports pyspark
-        logfile = self.home.logfile(COMPONENT)
-        offset = logfile.stat().st_size if logfile.exists() else 0
-        pid = spawn(
+        jars = fetch_spark_jars(self.home)
+        # A killed job's last word is not the new one's.
+        self.status_file.unlink(missing_ok=True)
+        status_args = ("--status-file", str(self.status_file))
+        command, extra_env = submit_command(self.settings, *status_args, jars=jars)
+        return self.spawn_and_wait(
             command,
-            pidfile=self.home.pidfile(COMPONENT),
-            logfile=logfile,
+            ready=self.query_running,
+            timeout=timeout,
+            interval=1.0,
             env={**os.environ, **extra_env},
         )
 
-        def started() -> bool:
-            with open(logfile, "rb") as log:
-                log.seek(offset)
-                return STARTED in log.read()
+    def state(self) -> ComponentState:
+        pid = self.pid()
+        status = self.status() if pid is not None else None
+        state = None if status is None else status.get("state")
+        if pid is None:
+            detail = "not running"
+        elif state == RUNNING:
+            detail = self.last_batch()
+        else:
+            detail = f"query {state}" if state else "starting (its query has not started yet)"
+        healthy = pid is not None and state == RUNNING
+        address = self.settings.spark.master
+        return ComponentState(self.name, True, True, healthy, pid, address, detail)
 
-        wait_for(lambda: not pid_alive(pid) or started(), timeout=timeout, interval=1.0)
-        if not pid_alive(pid):
-            raise InfraError(
-                f"the Spark job exited during start-up ({logfile}):\n{tail(logfile, 30)}"
-            )
-        if not started():
-            raise InfraError(f"the Spark job's query did not start within {timeout:.0f} s")
-        return pid
-
-    def stop(self) -> bool:
-        # SIGTERM: the job stops after its current batch.
-        return stop_recorded(self.pid(), self.home.pidfile(COMPONENT), timeout=60)
+    def _query(self, sql: str) -> tuple[Any, ...] | None:
+        """The first row of ``sql`` on the configured database (psycopg2.Error when it cannot
+        answer)."""
+        connection = psycopg2.connect(**libpq_params(self.settings.postgres), connect_timeout=3)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(sql)
+                row: tuple[Any, ...] | None = cursor.fetchone()
+                return row
+        finally:
+            connection.close()
 
     def last_batch(self) -> str:
         """The newest pipeline_batches row, for `status`."""
         try:
-            with psycopg2.connect(**libpq_params(self.settings.postgres), connect_timeout=3) as c:
-                cursor = c.cursor()
-                cursor.execute(
-                    "SELECT batch_id, committed_at, rows_written, duration_ms,"
-                    " rows_dropped_by_watermark, now() - committed_at"
-                    " FROM pipeline_batches ORDER BY committed_at DESC LIMIT 1"
-                )
-                row = cursor.fetchone()
+            row = self._query(
+                "SELECT batch_id, committed_at, rows_written, duration_ms,"
+                " rows_dropped_by_watermark, now() - committed_at"
+                " FROM pipeline_batches ORDER BY committed_at DESC LIMIT 1"
+            )
         except psycopg2.Error:
             return "no batch information (database unreachable)"
         if row is None:
@@ -125,3 +170,14 @@ class LocalSparkJob:
             f"batch {batch} {int(age.total_seconds())} s ago: {written} rows"
             f" in {duration if duration is not None else '?'} ms, late dropped {dropped or 0}"
         )
+
+    def newest_event(self) -> tuple[datetime, float] | None:
+        """(event time, age in seconds) of the newest event the job has written to PostgreSQL
+        (``pipeline_batches.max_event_time``); None before the first.
+        Raises psycopg2.Error when the database cannot answer."""
+        row = self._query(
+            "SELECT newest, extract(epoch FROM now() - newest)::float8"
+            " FROM (SELECT max(max_event_time) AS newest FROM pipeline_batches) AS b"
+            " WHERE newest IS NOT NULL"
+        )
+        return None if row is None else (row[0], float(row[1]))

@@ -12,7 +12,9 @@ Run it with the Kafka connector jars (``$WIKIPULSE_HOME/jars/spark``, fetched by
 
 Options: ``--available-now`` processes what the topic holds, then stops (backfill, tests);
 ``--rebuild`` recomputes every aggregate from the typed topic: it deletes the checkpoint,
-reads from the earliest offset and upserts (the rows it recomputes replace the old ones).
+reads from the earliest offset and upserts (the rows it recomputes replace the old ones);
+``--status-file PATH`` keeps the query's state in PATH (:mod:`spark.status`), the health signal
+``./infra/wikipulse up`` waits for.
 
 Everything else comes from the configuration (``spark:`` and ``postgres:`` sections): master,
 window, watermark, trigger, checkpoint location, starting offsets, memory.
@@ -35,6 +37,7 @@ if __package__ in (None, ""):  # spark-submit spark/job.py: import from the proj
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -48,11 +51,13 @@ from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 
 from app.config import Settings, load_settings_or_exit, spark_interval
-from app.config.clients import SPARK_REDACTION_REGEX, spark_kafka_options
-from app.config.names import spark_checkpoint
+from app.config.clients import spark_kafka_options
+from app.config.names import client_id, spark_checkpoint
 from spark import CONNECTOR_JARS_DIR, QUERY_NAME
 from spark.retention import RetentionThread
+from spark.session import build_session, connector_jars, driver_environment
 from spark.sink import BatchProgress, BatchRows, PostgresSink
+from spark.status import FAILED, RUNNING, STOPPED, StatusFile
 from spark.transforms import aggregate, parse_events, sink_rows, with_watermark
 
 log = logging.getLogger("spark.job")
@@ -63,49 +68,6 @@ PROGRESS_RETRY_DELAYS = (0.5, 2.0)
 STOP_CHECK_SECONDS = 1
 
 
-# ---- the session -----------------------------------------------------------------------------
-
-
-def connector_jars(settings: Settings) -> list[Path]:
-    """The Kafka connector jars that ``./infra/wikipulse up`` fetched (into
-    ``$WIKIPULSE_HOME/jars/spark``)."""
-    return sorted((settings.home / CONNECTOR_JARS_DIR).glob("*.jar"))
-
-
-def session_conf(settings: Settings) -> dict[str, str]:
-    """The Spark configuration of the job (``spark-submit --conf``, or the session builder)."""
-    spark = settings.spark
-    conf = {
-        "spark.master": spark.master,
-        "spark.app.name": spark.app_name,
-        "spark.sql.shuffle.partitions": str(spark.effective_shuffle_partitions),
-        "spark.driver.memory": spark.driver.memory,
-        "spark.executor.memory": spark.executor.memory,
-        "spark.executor.instances": str(spark.executor.instances),
-        "spark.executor.cores": str(spark.executor.cores),
-        # Windows are aligned to the epoch; UTC keeps every printed time unambiguous.
-        "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "false",
-        # Kafka credentials and the client key are source options: keep them out of the
-        # plans, logs and UI.
-        "spark.redaction.regex": SPARK_REDACTION_REGEX,
-    }
-    jars = connector_jars(settings)
-    if jars:
-        conf["spark.jars"] = ",".join(str(jar) for jar in jars)
-    return conf
-
-
-def build_session(settings: Settings) -> SparkSession:
-    """The job's SparkSession (or the running one: ``getOrCreate`` reuses it)."""
-    builder = SparkSession.builder
-    for key, value in session_conf(settings).items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(settings.spark.log_level)
-    return session
-
-
 # ---- the query -------------------------------------------------------------------------------
 
 
@@ -114,7 +76,7 @@ def kafka_source_options(settings: Settings) -> dict[str, str]:
     (:func:`app.config.clients.spark_kafka_options`), and the job's client id."""
     return {
         **spark_kafka_options(settings.kafka),
-        "kafka.client.id": f"{settings.kafka.client_id}-spark",
+        "kafka.client.id": client_id(settings, "spark"),
     }
 
 
@@ -149,17 +111,23 @@ def aggregates(records: DataFrame, settings: Settings) -> DataFrame:
 
 class ProgressListener(StreamingQueryListener):
     """Completes each executed batch's pipeline_batches row from the query's progress report
-    (Spark publishes it once the batch is committed) and logs the batch's line."""
+    (Spark publishes it once the batch is committed) and logs the batch's line; keeps the
+    status file (``status``) up to date."""
 
-    def __init__(self, sink: PostgresSink, query_name: str = QUERY_NAME) -> None:
+    def __init__(
+        self, sink: PostgresSink, query_name: str = QUERY_NAME, status: StatusFile | None = None
+    ) -> None:
         self.sink = sink
         self.query_name = query_name
+        self.status = status
         self.run_id: str | None = None
         self.closed = False  # reports still queued when the job ends are not recorded
 
     def onQueryStarted(self, event: Any) -> None:
         if event.name == self.query_name:
             log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
+            if self.status is not None:
+                self.status.write(RUNNING)
 
     def onQueryProgress(self, event: Any) -> None:
         if self.closed:
@@ -171,13 +139,18 @@ class ProgressListener(StreamingQueryListener):
             if self.run_id is not None and report.get("runId") != self.run_id:
                 return
             progress = BatchProgress.from_report(report)
+            if self.status is not None:
+                self.status.write(
+                    RUNNING, batch=report.get("batchId") if progress.executed else None
+                )
             if progress.executed:
                 self.sink.record_progress(progress)
         except Exception:  # a listener must never take the query down
             log.exception("recording a batch's progress failed")
 
     def onQueryIdle(self, event: Any) -> None:
-        pass
+        if self.status is not None and str(event.runId) == self.run_id:
+            self.status.write(RUNNING)  # waiting for data: alive all the same
 
     def onQueryTerminated(self, event: Any) -> None:
         if self.run_id is None or str(event.runId) == self.run_id:
@@ -185,6 +158,9 @@ class ProgressListener(StreamingQueryListener):
                 log.error("query stopped: %s", event.exception)
             else:
                 log.info("query stopped")
+            if self.status is not None:
+                error = str(event.exception) if event.exception else None
+                self.status.write(FAILED if error else STOPPED, error=error)
 
 
 @dataclass
@@ -224,6 +200,11 @@ class RunningJob:
             self.spark.streams.removeListener(self.listener)
             self.sink.close()
             self.progress_sink.close()
+            # The listener's termination event may come after its removal: say it here.
+            if self.listener.status is not None:
+                error = self.query.exception()
+                state = FAILED if error is not None else STOPPED
+                self.listener.status.write(state, error=None if error is None else str(error))
 
 
 def _as_dict(report: Any) -> dict[str, Any]:
@@ -249,8 +230,10 @@ def start(
     available_now: bool = False,
     rebuild: bool = False,
     retention: bool = True,
+    status: StatusFile | None = None,
 ) -> RunningJob:
-    """Start the streaming query (and the progress listener and retention beside it)."""
+    """Start the streaming query (and the progress listener and retention beside it); keep
+    ``status`` up to date."""
     location = spark_checkpoint(settings)
     sink = PostgresSink(settings.postgres, query_name=QUERY_NAME)
     # Progress is best effort (RunningJob.reconcile catches up): no long retries.
@@ -267,7 +250,7 @@ def start(
     def write(batch: DataFrame, batch_id: int) -> None:
         sink.write_batch(batch_id, BatchRows.split(batch.collect()))
 
-    listener = ProgressListener(progress_sink)
+    listener = ProgressListener(progress_sink, status=status)
     spark.streams.addListener(listener)
     writer = (
         aggregates(read_typed_topic(spark, settings, starting_offsets=starting_offsets), settings)
@@ -314,13 +297,21 @@ def run(
     rebuild: bool = False,
     retention: bool = True,
     stop: threading.Event | None = None,
+    status: StatusFile | None = None,
 ) -> None:
     """Run the job until its query ends (with ``available_now``: once the topic is read), or
     until ``stop`` is set (then the query stops after its current batch).
 
     Raises ``StreamingQueryException`` when the query fails.
     """
-    job = start(spark, settings, available_now=available_now, rebuild=rebuild, retention=retention)
+    job = start(
+        spark,
+        settings,
+        available_now=available_now,
+        rebuild=rebuild,
+        retention=retention,
+        status=status,
+    )
     try:
         while not job.query.awaitTermination(STOP_CHECK_SECONDS):
             if stop is not None and stop.is_set():
@@ -353,6 +344,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="recompute every aggregate from the typed topic: delete the checkpoint, read from "
         "the earliest offset, upsert (stop the running job first)",
     )
+    parser.add_argument(
+        "--status-file",
+        type=Path,
+        metavar="PATH",
+        help="keep the query's state in PATH (JSON, replaced atomically: spark/status.py), "
+        "the health signal `./infra/wikipulse up` waits for",
+    )
     return parser.parse_args(argv)
 
 
@@ -369,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "with spark-submit --jars)",
             settings.home / CONNECTOR_JARS_DIR,
         )
+    # The JVM that getOrCreate starts reads it (spark-submit gets it from submit_command).
+    os.environ.update(driver_environment(settings))
     spark = build_session(settings)
     # SIGTERM / Ctrl-C: finish the current batch and stop. (Raising from the handler would
     # break the Py4J call the main thread is blocked in.)
@@ -379,7 +379,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        run(spark, settings, available_now=args.available_now, rebuild=args.rebuild, stop=stop)
+        run(
+            spark,
+            settings,
+            available_now=args.available_now,
+            rebuild=args.rebuild,
+            stop=stop,
+            status=StatusFile(args.status_file, QUERY_NAME) if args.status_file else None,
+        )
     except StreamingQueryException as error:
         log.error("the query failed: %s", error)
         return 1

@@ -179,7 +179,10 @@ T = TypeVar("T")
 class PostgresSink:
     """One PostgreSQL connection, kept open between batches, and the statements of the job.
 
-    Not thread-safe: the foreachBatch function and the progress listener each have their own.
+    Safe to share between threads: a lock runs one transaction at a time (the progress sink is
+    used by the listener's callbacks and by the job's reconcile at the end). The job still gives
+    its foreachBatch function and its progress listener a sink each, so that recording progress
+    never waits for a batch's write.
     """
 
     def __init__(

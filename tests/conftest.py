@@ -51,7 +51,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """The run's last line: what the ``recorded`` layer ran on which recordings, or why not."""
     selected = config.stash.get(RECORDED_SELECTED, 0)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if not selected or reporter is None:
+    if not selected or reporter is None or config.option.collectonly:
         return
     ran = len(config.stash[RECORDED_RAN])
     directory = recordings.recordings_dir()

@@ -1,4 +1,4 @@
-"""Every ```sql block of the README runs, read-only, against a database migrated to head (a
+"""Every ```sql block of the READMEs runs, read-only, against a database migrated to head (a
 scratch database of the session's PostgreSQL, with a few rows in each table)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from app.config.clients import libpq_params
 from infra.stack import Stack
 from tests.spark.helpers import scratch_database
+from tests.test_repository import READMES
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ FROM generate_series(0, 9) AS b;
 
 
 def sections(readme: str) -> dict[str, str]:
-    """The README's ``## `` sections by title."""
+    """A README's ``## `` sections by title."""
     parts = re.split(r"^## (.+)$", readme, flags=re.M)
     return {title.strip(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
@@ -52,14 +53,15 @@ def sql_blocks(text: str) -> list[str]:
 
 
 def test_the_sections_have_their_queries() -> None:
-    by_title = sections((ROOT / "README.md").read_text())
-    assert len(sql_blocks(by_title["Example queries"])) >= 8
-    assert len(sql_blocks(by_title["Monitoring"])) >= 3
+    schema = sections((ROOT / "alembic" / "README.md").read_text())
+    assert len(sql_blocks(schema["Example queries"])) >= 8
+    operations = sections((ROOT / "infra" / "README.md").read_text())
+    assert len(sql_blocks(operations["Monitoring"])) >= 3
 
 
-def test_every_sql_block_of_the_readme_runs(stack: Stack, stack_env: dict[str, str]) -> None:
-    blocks = sql_blocks((ROOT / "README.md").read_text())
-    assert blocks
+def test_every_sql_block_of_the_readmes_runs(stack: Stack, stack_env: dict[str, str]) -> None:
+    blocks = [block for readme in READMES for block in sql_blocks(readme.read_text())]
+    assert len(blocks) >= 11
     with scratch_database(stack, stack_env) as settings:
         connection = psycopg2.connect(**libpq_params(settings.postgres))
         try:

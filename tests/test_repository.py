@@ -1,4 +1,5 @@
-"""The repository keeps its promises: layout, README's configuration table, lint."""
+"""The repository keeps its promises: layout, the READMEs (their links, the paths they name,
+the configuration table), the lock."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from packaging.version import Version
 from app.config import ENV_VARS, key_table
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The parts of the repository, each a top-level folder with a README of its own.
+PARTS = ("app", "spark", "alembic", "dashboards", "infra", "tests")
+READMES = (ROOT / "README.md", *(ROOT / part / "README.md" for part in PARTS))
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+#: A path into the repository, as the READMEs write one in backquotes (placeholders aside).
+REPO_PATH = re.compile(r"(?<![\w./$-])(?:app|spark|alembic|dashboards|infra|tests)/[\w./-]*")
+MODULE = re.compile(r"(?:python -m|faust -A) ((?:app|spark|dashboards|infra|tests)(?:\.\w+)*)")
 
 
 def test_top_level_layout() -> None:
-    allowed = {"app", "spark", "alembic", "dashboards", "infra", "tests"}
+    allowed = set(PARTS)
     folders = {
         path.name
         for path in ROOT.iterdir()
@@ -29,7 +38,7 @@ def test_top_level_layout() -> None:
 
 
 def test_readme_documents_every_key() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "infra" / "README.md").read_text()
     rows = {
         match.group(1): (match.group(2), match.group(3))
         for match in re.finditer(
@@ -37,7 +46,7 @@ def test_readme_documents_every_key() -> None:
         )
     }
     for key, variable, default in key_table():
-        assert key in rows, f"README's configuration table lacks {key}"
+        assert key in rows, f"infra/README.md's configuration table lacks {key}"
         assert rows[key][0] == variable
         shown = rows[key][1].strip("`")
         expected = (
@@ -48,7 +57,7 @@ def test_readme_documents_every_key() -> None:
             else str(default)
         )
         assert shown == expected.replace("'", ""), (
-            f"README's default of {key}: {shown} != {expected}"
+            f"infra/README.md's default of {key}: {shown} != {expected}"
         )
     assert len(rows) == len(ENV_VARS)
 
@@ -57,6 +66,61 @@ def test_ci_runs_the_readme_test_command() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert "./infra/wikipulse test" in script
     assert "./infra/wikipulse test" in (ROOT / "README.md").read_text()
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown`` (code blocks aside)."""
+    seen: dict[str, int] = {}
+    for match in re.finditer(r"^#{1,6} (.+?)[ \t]*$", FENCE.sub("", markdown), re.M):
+        slug = re.sub(r"[^\w\- ]", "", match.group(1).lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, 0) + 1
+        if seen[slug] > 1:
+            seen[f"{slug}-{seen[slug] - 1}"] = 1
+    return set(seen)
+
+
+def test_the_readme_is_a_front_page_with_a_readme_per_part() -> None:
+    """The root README tells the two commands' story and points at each part's README."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    for command in ("up", "up --replay", "test"):
+        assert f"./infra/wikipulse {command}" in readme, command
+    for part in PARTS:
+        assert (ROOT / part / "README.md").is_file(), part
+        assert f"]({part}/README.md)" in readme, f"the README does not link {part}/README.md"
+
+
+def test_every_relative_link_of_the_readmes_resolves() -> None:
+    broken = []
+    for readme in READMES:
+        for target in LINK.findall(FENCE.sub("", readme.read_text())):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            path, _, fragment = target.partition("#")
+            linked = (readme.parent / path).resolve() if path else readme
+            where = f"{readme.relative_to(ROOT)}: {target}"
+            if not linked.exists():
+                broken.append(f"{where} (no such file)")
+            elif fragment and (linked.is_dir() or fragment not in anchors(linked.read_text())):
+                broken.append(f"{where} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_path_and_module_the_readmes_name_exists() -> None:
+    missing = []
+    for readme in READMES:
+        text = readme.read_text()
+        for code in re.findall(r"`([^`\n]+)`", text):
+            for path in REPO_PATH.findall(code):
+                # A placeholder (<revision>.txt) stops the match at its folder; dotfiles are the
+                # user's own (infra/compose/.env, git-ignored).
+                if not Path(path).name.startswith(".") and not (ROOT / path).exists():
+                    missing.append(f"{readme.relative_to(ROOT)}: {path}")
+        for module in MODULE.findall(text):
+            base = ROOT.joinpath(*module.split("."))
+            if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+                missing.append(f"{readme.relative_to(ROOT)}: module {module}")
+    assert not missing, "the READMEs name what is not there:\n" + "\n".join(missing)
 
 
 def locked_packages(lock: str) -> dict[str, list[tuple[Version, int]]]:

@@ -4,7 +4,8 @@ configuration into client options.
 - :func:`aiokafka_options`: the worker's ingest producer and resume reader, the normalizer's
   consumer, producers, admin and restore reader, and ``./infra/wikipulse``'s admin and lag
   clients (``kafka.bootstrap_servers``, ``kafka.security_protocol``, ``kafka.sasl.*``,
-  ``kafka.ssl.*``).
+  ``kafka.ssl.*``); :func:`producer_options` adds what every producer shares (acks,
+  idempotence, ``kafka.producer.*``).
 - :func:`faust_broker_options`: the Faust app (its broker URL and ``broker_credentials``).
 - :func:`spark_kafka_options`: the Spark job's Kafka source (``kafka.*`` options: security
   protocol, SASL mechanism and JAAS configuration, PEM trust and key stores given inline, so
@@ -107,6 +108,23 @@ def aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
     if kafka.uses_ssl:
         options["ssl_context"] = kafka_ssl_context(kafka)
     return options
+
+
+def producer_options(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for every aiokafka producer (the ingest task's, the normalizer's):
+    :func:`aiokafka_options`, acks from every replica, idempotence, and ``kafka.producer.*``
+    and ``kafka.max_message_bytes``; ``overrides`` (``client_id``, ``transactional_id``) last."""
+    producer = kafka.producer
+    return {
+        **aiokafka_options(kafka),
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": None if producer.compression == "none" else producer.compression,
+        "linger_ms": producer.linger_ms,
+        "max_batch_size": producer.batch_size,
+        "max_request_size": kafka.max_message_bytes,
+        **overrides,
+    }
 
 
 def faust_broker_options(kafka: KafkaSettings) -> dict[str, Any]:

@@ -198,6 +198,6 @@ def get_settings() -> Settings:
 
 
 def key_table() -> list[tuple[str, str, Any]]:
-    """(key, environment variable, default) for every key: the README's configuration table."""
+    """(key, environment variable, default) for every key: infra/README.md's configuration table."""
     defaults = _read_yaml(DEFAULTS_FILE)
     return [(dotted(path), env_var_name(path), lookup(defaults, path)) for path in KEYS]

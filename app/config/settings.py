@@ -245,6 +245,9 @@ class ExecutorSettings(_Section):
 
 class SparkSettings(_Section):
     master: NonEmpty
+    #: The address the driver (its UI, RPC and block manager) binds to, SPARK_LOCAL_IP;
+    #: "": loopback under a local master, Spark's own choice otherwise.
+    local_ip: str
     app_name: NonEmpty
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"]
     windowing: WindowingSettings
@@ -255,6 +258,13 @@ class SparkSettings(_Section):
     max_offsets_per_trigger: Annotated[int, Field(ge=0)]
     driver: DriverSettings
     executor: ExecutorSettings
+
+    @field_validator("local_ip")
+    @classmethod
+    def _local_ip_is_an_address(cls, value: str) -> str:
+        if value:
+            ipaddress.ip_address(value)  # its ValueError names the value
+        return value
 
     @property
     def effective_shuffle_partitions(self) -> int:

@@ -27,8 +27,15 @@ SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / f"recentchange.v{SCH
 #: Kafka record headers written by the worker.
 HEADER_SSE_ID = "sse-id"  # raw: the SSE event id (Wikimedia's resume position)
 HEADER_RECEIVED_AT = "received-at"  # raw: when the worker received the event, epoch ms
+HEADER_TRUNCATED_FROM = "truncated-from"  # raw: the event's size in bytes, when cut to fit
 HEADER_SCHEMA = "schema"  # typed: SCHEMA_NAME
 HEADER_SCHEMA_VERSION = "schema-version"  # typed: SCHEMA_VERSION as text
+HEADER_ORIGIN_TOPIC = "origin-topic"  # typed, dead letter: the raw record's topic,
+HEADER_ORIGIN_PARTITION = "origin-partition"  # partition
+HEADER_ORIGIN_OFFSET = "origin-offset"  # and offset
+HEADER_REASON = "reason"  # dead letter: why, in words
+HEADER_REASON_CODE = "reason-code"  # dead letter: RejectCode
+HEADER_REASON_FIELD = "reason-field"  # dead letter: the field at fault, or empty
 
 #: PostgreSQL relations (created by Alembic migrations), read by the dashboard.
 TABLE_USER_EDIT_COUNTS = "user_edit_counts"

@@ -22,38 +22,25 @@ How the library is tamed (aiohttp-sse-client 0.2.1, unmaintained):
   status and ``Retry-After`` are read from an aiohttp ``TraceConfig`` on our own session, and
   that response is closed here.
 
-Waits (``wait`` below is in seconds):
-
-* ``wait = rng.uniform(0, min(backoff_max, backoff_initial * 2**attempt))``, never below
-  ``backoff_initial / 10`` (no tight loop even when the jitter draws 0). ``attempt`` counts
-  failed connections in a row and is reset when a connection delivered at least one event.
-* The server's ``retry:`` field (milliseconds, the last value received) is a minimum wait.
-* HTTP 429: at least ``Retry-After`` (seconds or an HTTP date) when present, else at least
-  ``10 * backoff_initial``.
-* Waits the server asks for are honoured up to ``5 * backoff_max`` (5 minutes by default), so a
-  bogus ``retry:`` or ``Retry-After`` cannot stall ingestion for hours.
-
-Before each wait :attr:`SseSource.last_failure` says why the connection failed or ended (a
-reason of :data:`RECONNECT_REASONS` and a sentence a person can act on: connection refused, DNS,
-TLS, an HTTP status), when, and when the next attempt is due: the worker's ``/health`` shows it.
+Between attempts it waits as :mod:`app.ingest.reconnect` says. Before each wait
+:attr:`SseSource.last_failure` says why the connection failed or ended (a reason of
+:data:`~app.ingest.reconnect.RECONNECT_REASONS` and a sentence a person can act on: connection
+refused, DNS, TLS, an HTTP status), when, and when the next attempt is due: the worker's
+``/health`` shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import random
-import socket
-import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from importlib import metadata
 from types import SimpleNamespace
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
@@ -61,40 +48,25 @@ from aiohttp_sse_client.client import EventSource, MessageEvent
 from multidict import CIMultiDict
 from yarl import URL
 
-logger = logging.getLogger(__name__)
+from app.ingest.reconnect import (
+    SERVER_WAIT_CAP_FACTOR,
+    THROTTLE_FACTOR,
+    ReconnectReason,
+    StreamFailure,
+    address,
+    backoff_delay,
+    connect_error_message,
+    describe,
+    parse_retry_after,
+)
 
-ReconnectReason = Literal[
-    "dropped", "ended", "refused", "server_error", "throttled", "timeout", "bad_status"
-]
-#: Every reason :class:`SseSource` passes to ``on_reconnect``.
-RECONNECT_REASONS: Final[frozenset[str]] = frozenset(get_args(ReconnectReason))
+logger = logging.getLogger(__name__)
 
 #: The event types that are yielded ("" is the SSE default type, i.e. "message").
 MESSAGE_TYPES: Final = frozenset({"", "message"})
 
-#: The shortest wait, as a fraction of ``backoff_initial``.
-MIN_WAIT_FRACTION: Final = 0.1
-#: On HTTP 429 without ``Retry-After``: wait at least this many times ``backoff_initial``.
-THROTTLE_FACTOR: Final = 10.0
-#: Server-requested waits (``retry:``, ``Retry-After``) are capped at this many ``backoff_max``.
-SERVER_WAIT_CAP_FACTOR: Final = 5.0
 #: Longest SSE line accepted (aiohttp's reader allows lines up to twice ``read_bufsize``).
 MAX_LINE_BYTES: Final = 16 * 1024 * 1024  # above kafka.max_message_bytes: the worker decides
-
-
-@dataclass(frozen=True)
-class StreamFailure:
-    """Why the last connection failed or ended, and when the next one is tried."""
-
-    #: The reconnect reason (as counted in the worker's metrics).
-    reason: str
-    #: What happened, for a person: "connection refused to stream.wikimedia.org:443",
-    #: "DNS lookup failed for stream.wikimedia.org", "HTTP 429 from ...".
-    message: str
-    at: datetime
-    next_attempt: datetime
-    #: Attempts in a row that delivered no event, this one included.
-    failures: int
 
 
 @dataclass(frozen=True)
@@ -119,30 +91,6 @@ def user_agent(contact: str) -> str:
     except metadata.PackageNotFoundError:
         version = "0.0.0"
     return f"wikipulse/{version} ({contact}) aiohttp/{aiohttp.__version__}"
-
-
-def backoff_delay(
-    attempt: int, *, initial: float, maximum: float, rng: random.Random, floor: float = 0.0
-) -> float:
-    """Capped exponential backoff with full jitter, never below ``floor`` nor ``initial/10``."""
-    ceiling = min(maximum, initial * 2.0 ** min(attempt, 64))
-    return max(rng.uniform(0.0, ceiling), floor, initial * MIN_WAIT_FRACTION)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class _OneShotEventSource(EventSource):  # type: ignore[misc]  # the library is untyped
@@ -244,7 +192,8 @@ class SseSource:
     ``resume_id`` is awaited before every connection: it returns the id of the last event the
     caller has stored (sent as ``Last-Event-ID``) or None, in which case ``since`` (if set) is
     added to the URL. ``on_reconnect(reason)`` is called before each wait, with a reason from
-    :data:`RECONNECT_REASONS`; ``on_connect()`` after each successful connection.
+    :data:`~app.ingest.reconnect.RECONNECT_REASONS`; ``on_connect()`` after each successful
+    connection.
     """
 
     def __init__(
@@ -404,13 +353,13 @@ class SseSource:
                         received_at=datetime.now(UTC),
                     )
                 attempt.reason = "ended"
-                attempt.detail = f"{_address(url)} ended the stream"
+                attempt.detail = f"{address(url)} ended the stream"
             except TimeoutError:
                 attempt.reason = "timeout"
-                attempt.detail = f"no data from {_address(url)} for {self._read_timeout:g} s"
+                attempt.detail = f"no data from {address(url)} for {self._read_timeout:g} s"
             except (aiohttp.ClientError, OSError, HttpProcessingError) as error:
                 attempt.reason = "dropped"
-                attempt.detail = f"connection to {_address(url)} lost: {_describe(error)}"
+                attempt.detail = f"connection to {address(url)} lost: {describe(error)}"
         finally:
             run.connected = False
             run.attempt = None
@@ -425,7 +374,7 @@ class SseSource:
         if response is not None and isinstance(error, ConnectionError):
             # The library answered a status or content type it does not stream.
             status = response.status
-            attempt.detail = f"HTTP {status} from {_address(url)}"
+            attempt.detail = f"HTTP {status} from {address(url)}"
             if status == 429:
                 attempt.reason = "throttled"
                 attempt.retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -440,13 +389,13 @@ class SseSource:
             return
         if isinstance(error, TimeoutError):
             attempt.reason = "timeout"
-            attempt.detail = f"no connection to {_address(url)} within {self._connect_timeout:g} s"
+            attempt.detail = f"no connection to {address(url)} within {self._connect_timeout:g} s"
         elif isinstance(error, aiohttp.ClientConnectorError):
             attempt.reason = "refused"
             attempt.detail = connect_error_message(error, url)
         else:
             attempt.reason = "dropped"
-            attempt.detail = f"connection to {_address(url)} failed: {_describe(error)}"
+            attempt.detail = f"connection to {address(url)} failed: {describe(error)}"
 
     def _wait_after(self, attempt: _Attempt) -> float:
         """Seconds to wait before the next attempt; advances the backoff state."""
@@ -468,33 +417,3 @@ class SseSource:
         )
         self._failures += 1
         return wait
-
-
-def connect_error_message(error: aiohttp.ClientConnectorError, url: URL) -> str:
-    """A TCP, DNS or TLS failure to connect, said the way a person looks for its cause."""
-    where = _address(url)
-    cause = error.os_error
-    if isinstance(error, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
-        return f"DNS lookup failed for {url.host} ({cause.strerror or cause})"
-    if isinstance(error, aiohttp.ClientSSLError) or isinstance(cause, ssl.SSLError):
-        return f"TLS handshake with {where} failed ({_ssl_reason(cause)})"
-    if cause.errno == errno.ECONNREFUSED:
-        return f"connection refused to {where}"
-    if cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        return f"no route to {where} (network unreachable)"
-    return f"cannot connect to {where} ({cause.strerror or _describe(cause)})"
-
-
-def _ssl_reason(error: OSError) -> str:
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"certificate not accepted: {error.verify_message}"
-    return getattr(error, "reason", None) or _describe(error)
-
-
-def _address(url: URL) -> str:
-    return f"{url.host}:{url.port}"
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

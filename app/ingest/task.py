@@ -1,10 +1,10 @@
 """The ingest task: SSE -> raw, on the Faust leader only (one SSE connection per deployment).
 
-It follows the SSE stream (:class:`app.ingest.sse.SseSource`) and appends each event's bytes,
-unparsed, to the raw topic with its SSE id and receive time in headers. It resumes after the last
-event durably in the raw topic. When the leader leaves, the worker elected next takes the stream
-over. The worker (:mod:`app.worker`) runs it as a Faust task and serves its :class:`HealthState`
-at ``/health``.
+It follows the SSE stream (:class:`app.ingest.sse.SseSource`) and appends each event's bytes, as
+received, to the raw topic, keyed by its ``meta.id`` (:func:`raw_key`), with its SSE id and
+receive time in headers. It resumes after the last event durably in the raw topic. When the
+leader leaves, the worker elected next takes the stream over. The worker (:mod:`app.worker`)
+runs it as a Faust task and serves its :class:`HealthState` at ``/health``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from app.config.clients import aiokafka_options
+from app.config.clients import aiokafka_options, producer_options
+from app.config.names import client_id
 from app.config.settings import Settings
-from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID
-from app.ingest.sse import RECONNECT_REASONS, SseEvent, SseSource, StreamFailure, user_agent
+from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID, HEADER_TRUNCATED_FROM
+from app.ingest.reconnect import RECONNECT_REASONS, StreamFailure
+from app.ingest.sse import SseEvent, SseSource, user_agent
 from app.metrics import WorkerMetrics
 from app.normalize.batch import headers_dict
 
@@ -31,7 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Room for a raw record's headers and batch framing below kafka.max_message_bytes.
 RECORD_OVERHEAD = 64 * 1024
-HEADER_TRUNCATED_FROM = "truncated-from"
 #: How often a worker checks whether it is the leader (and so holds the SSE connection).
 LEADERSHIP_POLL_INTERVAL = 1.0
 #: The worker's own reconnect reason: writing to the raw topic failed, so it reads the stream
@@ -180,6 +182,7 @@ class IngestTask:
         if event.id is not None:
             headers.append((HEADER_SSE_ID, event.id.encode()))
         data = event.data
+        key = raw_key(data)
         limit = self.settings.kafka.max_message_bytes - RECORD_OVERHEAD
         if len(data) > limit:
             # Larger than a Kafka record may be: keep its head, say so; the normalizer
@@ -189,7 +192,9 @@ class IngestTask:
             )
             headers.append((HEADER_TRUNCATED_FROM, str(len(data)).encode()))
             data = data[:limit]
-        delivery = await producer.send(self.settings.kafka.topics.raw.name, data, headers=headers)
+        delivery = await producer.send(
+            self.settings.kafka.topics.raw.name, data, key=key, headers=headers
+        )
 
         def delivered(future: asyncio.Future[Any]) -> None:
             # Idempotent producer: deliveries complete in order, so the last success is the
@@ -216,20 +221,23 @@ def error_report(failure: StreamFailure | None) -> dict[str, Any] | None:
     }
 
 
+def raw_key(data: bytes) -> bytes | None:
+    """A raw record's key: the event's ``meta.id``, so that repeats of an event land in one raw
+    partition, where the normalizer's dedup (per partition) sees them; ``None`` when the
+    payload has none (not JSON, no ``meta.id``: it is dead-lettered anyway)."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    meta = event.get("meta") if isinstance(event, dict) else None
+    event_id = meta.get("id") if isinstance(meta, dict) else None
+    return event_id.encode() if isinstance(event_id, str) and event_id else None
+
+
 def ingest_producer(settings: Settings) -> AIOKafkaProducer:
     """The ingest task's producer to the raw topic (idempotent, acks from every replica)."""
-    kafka = settings.kafka
     return AIOKafkaProducer(
-        **aiokafka_options(kafka),
-        client_id=f"{kafka.client_id}-ingest",
-        acks="all",
-        enable_idempotence=True,
-        compression_type=None
-        if kafka.producer.compression == "none"
-        else kafka.producer.compression,
-        linger_ms=kafka.producer.linger_ms,
-        max_batch_size=kafka.producer.batch_size,
-        max_request_size=kafka.max_message_bytes,
+        **producer_options(settings.kafka, client_id=client_id(settings, "ingest"))
     )
 
 
@@ -237,7 +245,7 @@ def resume_consumer(settings: Settings) -> AIOKafkaConsumer:
     """The reader of the raw topic's last records (no group, committed records only)."""
     return AIOKafkaConsumer(
         **aiokafka_options(settings.kafka),
-        client_id=f"{settings.kafka.client_id}-resume",
+        client_id=client_id(settings, "resume"),
         enable_auto_commit=False,
         isolation_level="read_committed",
     )

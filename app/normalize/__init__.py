@@ -22,8 +22,6 @@ from app.normalize.event import (
     RejectCode,
     Rejected,
     normalize,
-    normalize_fast,
-    normalize_precise,
     user_kind,
 )
 
@@ -38,7 +36,5 @@ __all__ = [
     "RejectCode",
     "Rejected",
     "normalize",
-    "normalize_fast",
-    "normalize_precise",
     "user_kind",
 ]

@@ -30,23 +30,29 @@ from aiokafka import ConsumerRecord
 from app.config.names import dedup_changelog_topic
 from app.config.settings import Settings
 from app.contract import (
+    HEADER_ORIGIN_OFFSET,
+    HEADER_ORIGIN_PARTITION,
+    HEADER_ORIGIN_TOPIC,
+    HEADER_REASON,
+    HEADER_REASON_CODE,
+    HEADER_REASON_FIELD,
     HEADER_RECEIVED_AT,
     HEADER_SCHEMA,
     HEADER_SCHEMA_VERSION,
     HEADER_SSE_ID,
+    HEADER_TRUNCATED_FROM,
     SCHEMA_NAME,
     SCHEMA_VERSION,
     Canary,
     Outcome,
     RecentChange,
 )
-from app.normalize.event import Filters, Rejected, normalize
+from app.normalize.event import Filters, RejectCode, Rejected, normalize
 
 log = logging.getLogger(__name__)
 
-HEADER_ORIGIN_TOPIC = "origin-topic"
-HEADER_ORIGIN_PARTITION = "origin-partition"
-HEADER_ORIGIN_OFFSET = "origin-offset"
+#: The raw record's headers a dead letter carries on.
+KEPT_HEADERS = (HEADER_SSE_ID, HEADER_RECEIVED_AT, HEADER_TRUNCATED_FROM)
 TYPED_HEADERS = (
     (HEADER_SCHEMA, SCHEMA_NAME.encode()),
     (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
@@ -73,6 +79,19 @@ def received_at(headers: dict[str, bytes]) -> datetime:
         except ValueError:
             pass
     return datetime.now(UTC)
+
+
+def truncated(headers: dict[str, bytes], data: bytes, max_bytes: int) -> Rejected | None:
+    """A raw record the ingest task cut to fit in Kafka is too large, whatever its head looks
+    like: its reason gives the event's size as received, not the size kept."""
+    size = headers.get(HEADER_TRUNCATED_FROM)
+    if size is None:
+        return None
+    return Rejected(
+        RejectCode.TOO_LARGE,
+        f"{size.decode(errors='replace')} bytes (truncated to {len(data)} in the raw topic), "
+        f"the limit is {max_bytes}",
+    )
 
 
 # ---- dedup state ---------------------------------------------------------------------------
@@ -235,19 +254,23 @@ def plan_batch(
         headers = headers_dict(record.headers)
         data = record.value or b""
         origin = origin_headers(record.topic, record.partition, record.offset)
-        try:
-            result = normalize(data, received_at=received_at(headers), max_bytes=max_bytes)
-        except Rejected as rejection:
-            kept = [(k, v) for k, v in headers.items() if k in (HEADER_SSE_ID, HEADER_RECEIVED_AT)]
+        rejection = truncated(headers, data, max_bytes)
+        if rejection is None:
+            try:
+                result = normalize(data, received_at=received_at(headers), max_bytes=max_bytes)
+            except Rejected as error:
+                rejection = error
+        if rejection is not None:
+            kept = [(k, v) for k, v in headers.items() if k in KEPT_HEADERS]
             batch.outputs.append(
                 Output(
                     topics.dead_letter,
                     None,
                     data,
                     [
-                        ("reason", str(rejection).encode()),
-                        ("reason-code", rejection.code.encode()),
-                        ("reason-field", (rejection.field or "").encode()),
+                        (HEADER_REASON, str(rejection).encode()),
+                        (HEADER_REASON_CODE, rejection.code.encode()),
+                        (HEADER_REASON_FIELD, (rejection.field or "").encode()),
                         *origin,
                         *kept,
                     ],

@@ -2,7 +2,7 @@
 
 Every item is one of our hand-written events (tests/app/examples.py) with one change, or a
 payload no event could be. Used by the normalizer's tests, the agent's tests and the
-pipeline tests. README, "Bad input", lists the same outcomes.
+pipeline tests. app/README.md, "Bad input", lists the same outcomes.
 """
 
 from __future__ import annotations

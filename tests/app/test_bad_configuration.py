@@ -79,7 +79,9 @@ def test_the_dashboard_names_the_bad_keys_on_its_page(
         monkeypatch.setenv(variable, value)
     for variable, (_, value) in BAD.items():
         monkeypatch.setenv(variable, value)
-    page = AppTest.from_file(str(ROOT / "dashboards" / "app.py"), default_timeout=60).run()
+    page = AppTest.from_file(
+        str(ROOT / "dashboards" / "wikipulse_dashboard.py"), default_timeout=60
+    ).run()
     assert not page.exception
     message = page.error[0].value
     assert "configuration is invalid" in message

@@ -3,6 +3,9 @@ and the bad-input corpus. (Every real recording: tests/recorded/test_normalize_r
 
 from __future__ import annotations
 
+import contextlib
+import pickle
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 
@@ -223,6 +226,30 @@ def test_bad_input_is_rejected_with_a_precise_reason(item) -> None:
     assert caught.value.code == item.code, str(caught.value)
     assert caught.value.field == item.field, str(caught.value)
     assert caught.value.detail
+
+
+def test_a_rejection_behaves_like_any_exception() -> None:
+    """contextlib sets ``__traceback__``, ``add_note`` sets ``__notes__``, a process pool pickles
+    it: none may fail (a frozen dataclass made all three raise)."""
+
+    @contextlib.contextmanager
+    def passing_through() -> Iterator[None]:
+        yield
+
+    with pytest.raises(Rejected) as caught, passing_through():
+        normalize(b"{", received_at=RECEIVED)
+    rejection = caught.value
+    assert rejection.__traceback__ is not None
+    rejection.add_note("raw offset 12")
+    assert rejection.__notes__ == ["raw offset 12"]
+    copy = pickle.loads(pickle.dumps(rejection))
+    assert type(copy) is Rejected and str(copy) == str(rejection)
+    assert copy.as_dict() == rejection.as_dict() == {
+        "code": "invalid_json", "field": None, "detail": rejection.detail
+    }  # fmt: skip
+    located = Rejected("missing_field", "required", "meta.id")
+    assert str(located) == "missing_field meta.id: required"
+    assert (located.code, located.detail, located.field) == ("missing_field", "required", "meta.id")
 
 
 @pytest.mark.parametrize("name", sorted(odd_but_valid()))

@@ -1,4 +1,5 @@
-"""The normalizer's batches without a broker: every outcome, in order, and the dedup state.
+"""The normalizer's batches without a broker: every outcome, in order, and the dedup state;
+the normalizer service's lifecycle with stand-in clients.
 
 ``plan_batch`` is what one transaction writes; Kafka (sending it, committing it) is exercised by
 tests/app/test_worker_pipeline.py against a real broker.
@@ -6,9 +7,11 @@ tests/app/test_worker_pipeline.py against a real broker.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
+import mode
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -17,6 +20,7 @@ from app.config import load_settings
 from app.contract import Outcome
 from app.normalize import Filters
 from app.normalize.batch import Batch, DedupState, Topics, plan_batch
+from app.normalize.service import Normalizer
 from app.worker import Worker
 from tests import events
 from tests.app import examples
@@ -175,7 +179,7 @@ def test_a_committed_batch_updates_metrics_and_health(topics: Topics) -> None:
     canary = orjson.loads(valid)
     canary["meta"]["domain"] = "canary"
     batch = plan(topics, DedupState(WINDOW), [valid, valid, orjson.dumps(canary), b"{"])
-    worker.committed(batch)
+    worker.normalizer.committed(batch)
     assert worker.metrics.outcome_totals() == {
         "valid": 1.0, "duplicate": 1.0, "canary": 1.0, "dead_letter": 1.0, "filtered": 0.0,
     }  # fmt: skip
@@ -212,3 +216,118 @@ def test_a_flood_forgets_the_oldest_ids_first_and_memory_stays_bounded(
             if out.topic == topics.changelog:
                 restored.restore(out.key, out.value)
     assert len(restored) <= 45 and restored.first_seen == state.first_seen
+
+
+def test_a_truncated_record_is_dead_lettered_with_its_size_as_received(topics: Topics) -> None:
+    """The ingest task cut the event to fit in a Kafka record: the dead letter carries its
+    ``truncated-from`` header on, and its reason gives the size as received."""
+    head = encoded(examples.current_edit())
+    cut = head + b" " * ((1 << 20) + 10 - len(head))  # what was kept: over max_bytes too
+
+    def truncated(kept: bytes) -> Batch:
+        record = ConsumerRecord(
+            "wikimedia.recentchange.raw", 0, 7, 0, 0, None, kept, None, -1, len(kept),
+            [("received-at", RECEIVED), ("sse-id", b"[{}]"), ("truncated-from", b"20971520")],
+        )  # fmt: skip
+        return plan_batch(
+            [record], topics=topics, state=DedupState(WINDOW), filters=Filters(),
+            max_bytes=1 << 20, now=NOW,
+        )  # fmt: skip
+
+    batch = truncated(cut)
+    assert batch.outcomes == Counter({Outcome.DEAD_LETTER: 1})
+    (dead,) = batch.outputs
+    headers = dict(dead.headers)
+    assert dead.value == cut and headers["truncated-from"] == b"20971520"
+    assert headers["reason-code"] == b"too_large" and headers["reason-field"] == b""
+    assert headers["reason"].decode() == (
+        f"too_large: 20971520 bytes (truncated to {len(cut)} in the raw topic), "
+        f"the limit is {1 << 20}"
+    )
+    # A head that happens to be small is still the head of a too large event.
+    assert dict(truncated(head[:100]).outputs[0].headers)["reason-code"] == b"too_large"
+
+
+# ---- the service: started and stopped with the worker's Faust app ---------------------------
+
+
+class StandInConsumer:
+    """The calls the normalizer makes on its consumer; ``getmany`` fails with ``failure``."""
+
+    def __init__(self, failure: BaseException | None = None) -> None:
+        self.failure = failure
+        self.topics: list[str] = []
+        self.started = self.stopped = False
+
+    def subscribe(self, topics: list[str], listener: object) -> None:
+        self.topics = topics
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        if self.failure is not None:
+            raise self.failure
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class StandInProducer:
+    stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def normalizer_with(consumer: StandInConsumer, monkeypatch: pytest.MonkeyPatch) -> Normalizer:
+    worker = Worker(load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent"}))
+    normalizer = worker.normalizer
+
+    async def changelog_exists() -> None:
+        pass
+
+    monkeypatch.setattr(normalizer, "ensure_changelog", changelog_exists)
+    monkeypatch.setattr(normalizer, "_consumer", lambda: consumer)
+    return normalizer
+
+
+def test_the_worker_runs_the_normalizer_as_a_service_of_its_app() -> None:
+    worker = Worker(load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent"}))
+    assert isinstance(worker.normalizer, mode.Service)
+    assert worker.normalizer in worker.app._extra_services  # started once the app runs
+
+
+async def test_the_service_starts_its_loop_and_stops_its_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = StandInConsumer()
+    normalizer = normalizer_with(consumer, monkeypatch)
+    app = mode.Service()  # stands in for the Faust app: it starts and stops its dependencies
+    app.add_dependency(normalizer)
+    await app.start()
+    assert consumer.started and consumer.topics == [normalizer.topics.raw]
+    producer = StandInProducer()
+    normalizer.producers[0], normalizer.dedup[0] = producer, DedupState(WINDOW)  # type: ignore
+    assert "raw partitions [0]" in repr(normalizer)
+    await app.stop()
+    assert consumer.stopped and producer.stopped
+    assert normalizer.producers == {} and normalizer.dedup == {}
+    assert not app.crashed
+
+
+async def test_a_failing_loop_crashes_the_app_so_the_worker_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failure = RuntimeError("the broker went away for good")
+    consumer = StandInConsumer(failure)
+    normalizer = normalizer_with(consumer, monkeypatch)
+    app = mode.Service()
+    app.add_dependency(normalizer)
+    await app.start()
+    await asyncio.wait_for(app._crashed.wait(), 5)
+    assert app.crashed and app.crash_reason is failure
+    await app.stop()
+    assert consumer.stopped

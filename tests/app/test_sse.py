@@ -20,14 +20,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from app.ingest.sse import (
-    RECONNECT_REASONS,
-    SseEvent,
-    SseSource,
-    backoff_delay,
-    parse_retry_after,
-    user_agent,
-)
+from app.ingest.reconnect import RECONNECT_REASONS, backoff_delay, parse_retry_after
+from app.ingest.sse import SseEvent, SseSource, user_agent
 from infra.replay.server import ReplayOptions, ReplayServer
 from tests.events import synthetic
 

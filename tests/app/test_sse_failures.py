@@ -16,7 +16,8 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
-from app.ingest.sse import SseSource, StreamFailure, connect_error_message, user_agent
+from app.ingest.reconnect import StreamFailure, connect_error_message
+from app.ingest.sse import SseSource, user_agent
 from app.ingest.task import INGEST_RECONNECT_REASONS
 from infra.processes import free_port
 from infra.replay.server import ReplayOptions, ReplayServer
@@ -156,7 +157,7 @@ def test_a_failed_dns_lookup_is_named() -> None:
 def test_every_reconnect_reason_the_worker_counts_is_documented() -> None:
     # kafka_error is the worker's own (writing to the raw topic failed), the rest the source's
     assert {"kafka_error", "refused", "throttled"} <= INGEST_RECONNECT_REASONS
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "infra" / "README.md").read_text()
     [row] = [line for line in readme.splitlines() if line.startswith("| `wikipulse_sse_reconn")]
     documented = set(re.findall(r"`([a-z_]+)`", row.split("stream:", 1)[1]))
     assert documented == INGEST_RECONNECT_REASONS

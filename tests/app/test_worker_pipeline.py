@@ -11,7 +11,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
@@ -174,6 +174,48 @@ def test_outcomes_reconcile_with_duplicates_filters_and_canaries(
     typed = topics(settings)["typed"]
     assert {orjson.loads(r.value)["event_id"] for r in typed} == in_namespace_0
     assert len(typed) == len(in_namespace_0)
+
+
+def test_repeats_meet_in_one_raw_partition_of_three_and_are_dropped_there(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Raw records are keyed by meta.id: with three raw partitions each event's repeats land in
+    its partition, whose dedup state drops them."""
+    events = synthetic(60, seed=15)
+    repeated = events[:20]
+    feed = [*events, *repeated]
+    outcomes = ("valid", "dead_letter", "filtered", "duplicate", "canary")
+    with ReplayThread(feed, ReplayOptions(hold_open=True)) as replay:
+        env = pipeline_environment(stack_env, replay.url, KAFKA_TOPICS_RAW_PARTITIONS="3")
+        settings = load_settings(environ=env)
+        with running_worker(env, tmp_path / "worker.log") as worker:
+
+            def counted() -> dict[str, float]:
+                values = worker_metrics(env)
+                return {o: values[f'wikipulse_ingest_events_total{{outcome="{o}"}}']
+                        for o in outcomes}  # fmt: skip
+
+            def settled() -> bool:
+                try:
+                    return sum(counted().values()) >= len(feed)
+                except OSError:
+                    return False
+
+            wait_until(settled, 120, "every raw record to get an outcome", worker=worker)
+            outcome = counted()
+    assert outcome["valid"] == len(events)
+    assert outcome["duplicate"] == len(repeated)
+    records = topics(settings)
+    partitions: defaultdict[str, list[int]] = defaultdict(list)
+    for record in records["raw"]:
+        assert record.key == orjson.loads(record.value)["meta"]["id"].encode()
+        partitions[orjson.loads(record.value)["meta"]["id"]].append(record.partition)
+    assert len(records["raw"]) == len(feed)
+    assert all(len(partitions[orjson.loads(e)["meta"]["id"]]) == 2 for e in repeated)
+    assert all(len(set(seen)) == 1 for seen in partitions.values()), "a repeat changed partition"
+    assert {p for seen in partitions.values() for p in seen} == {0, 1, 2}
+    typed_ids = Counter(orjson.loads(r.value)["event_id"] for r in records["typed"])
+    assert set(typed_ids) == set(partitions) and max(typed_ids.values()) == 1
 
 
 def test_bad_input_is_dead_lettered_and_the_typed_topic_can_be_rebuilt(

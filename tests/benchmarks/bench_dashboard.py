@@ -57,7 +57,8 @@ from app.config import Settings, load_settings  # noqa: E402
 from app.config.clients import libpq_params  # noqa: E402
 from dashboards import queries, view  # noqa: E402
 from dashboards.view import Filters, Span  # noqa: E402
-from infra.stack import Stack, alembic_config  # noqa: E402
+from infra.migrations import alembic_config  # noqa: E402
+from infra.stack import Stack  # noqa: E402
 from tests.conftest import stack_environment  # noqa: E402
 
 TARGET_MS = 50.0

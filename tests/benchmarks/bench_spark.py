@@ -48,7 +48,8 @@ from app.config.clients import libpq_params  # noqa: E402
 from app.contract import RecentChange  # noqa: E402
 from app.normalize import normalize  # noqa: E402
 from infra.kafka import fetch_spark_jars  # noqa: E402
-from infra.stack import Stack, migrate  # noqa: E402
+from infra.migrations import migrate  # noqa: E402
+from infra.stack import Stack  # noqa: E402
 from tests.benchmarks import data as bench_data  # noqa: E402
 from tests.conftest import stack_environment  # noqa: E402
 
@@ -404,7 +405,7 @@ def main() -> int:
     say(f"cores: {os.cpu_count()}")
     stack, environ = start_services()
     try:
-        from spark.job import build_session
+        from spark.session import build_session
         from spark.sink import BatchRows
 
         topic = f"bench-backfill-{uuid.uuid4().hex[:6]}"

@@ -16,7 +16,8 @@ from psycopg2 import sql
 from alembic import command
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
 from app.config.clients import libpq_params
-from infra.stack import Stack, alembic_config
+from infra.migrations import alembic_config
+from infra.stack import Stack
 from tests.dashboards import seed
 
 OURS = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_ENV_FILE"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import unquote
 
 import pandas as pd
@@ -13,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.config import Settings
+from infra.dashboard import APP_FILE
 from infra.processes import free_port
 from infra.stack import Stack
 from tests.dashboards import seed
@@ -20,12 +20,11 @@ from tests.dashboards.conftest import execute, scratch_database
 
 pytestmark = pytest.mark.integration
 
-APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 ALL_EDITS_LAST_HOUR = 32  # 10 + 5 + 8 + 3 + 6, every wiki
 
 
 def run(**query: str | list[str]) -> AppTest:
-    page = AppTest.from_file(str(APP), default_timeout=60)
+    page = AppTest.from_file(str(APP_FILE), default_timeout=60)
     for name, value in query.items():
         page.query_params[name] = value
     page.run()

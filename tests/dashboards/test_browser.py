@@ -1,6 +1,6 @@
-"""The dashboard in a real browser: ``streamlit run dashboards/app.py`` on a free loopback port,
-configured for a scratch database seeded around the real clock, opened by headless Chromium
-(Debian's ``chromium`` package, driven by Playwright; no browser download).
+"""The dashboard in a real browser: ``streamlit run dashboards/wikipulse_dashboard.py`` on a free
+loopback port, configured for a scratch database seeded around the real clock, opened by
+headless Chromium (Debian's ``chromium`` package, driven by Playwright; no browser download).
 
 The screenshot is saved as ``dashboard.png`` in the test's temporary directory and, when
 ``WIKIPULSE_TEST_ARTIFACTS`` is set, copied into that directory.
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.dashboard import APP_FILE
 from infra.processes import free_port, wait_for
 from infra.stack import Stack
 from tests.dashboards import seed
@@ -78,7 +79,7 @@ def served(stack: Stack, stack_env: dict[str, str], tmp_path: Path) -> Iterator[
         log = tmp_path / "streamlit.log"
         with open(log, "wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "dashboards/app.py",
+                [sys.executable, "-m", "streamlit", "run", str(APP_FILE),
                  "--server.headless=true", "--server.address=127.0.0.1",
                  f"--server.port={port}", "--browser.gatherUsageStats=false",
                  "--server.fileWatcherType=none"],

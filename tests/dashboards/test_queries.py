@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from app.config import Settings
-from dashboards import queries, view
+from dashboards import queries, sql, view
 from dashboards.view import Span
 from infra.stack import Stack
 from tests.dashboards import seed
@@ -106,7 +106,7 @@ def test_top_contributors_equal_a_group_by(
         "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 25",
         span,
         bots=bots,
-        pattern=queries.BOT_NAME_PATTERN,
+        pattern=sql.BOT_NAME_PATTERN,
     )
     assert list(got.itertuples(index=False, name=None)) == expected
 
@@ -226,28 +226,3 @@ def test_the_last_hour_is_the_seeds_top_contributors_hourly(
         expected = execute(settings, "SELECT user_name, total_edits FROM top_contributors_hourly")
     assert list(got.itertuples(index=False, name=None)) == expected
     assert expected[0] == (seed.HOSTILE, 6)
-
-
-def test_hll_estimate() -> None:
-    import numpy as np
-
-    assert queries.estimate_distinct(np.zeros(4096, dtype=np.uint8)) == 0.0
-    one = np.zeros(4096, dtype=np.uint8)
-    one[17] = 3
-    assert round(queries.estimate_distinct(one)) == 1
-    merged = queries.merge_sketches([bytes([0, 2, 1, 0]), bytes([1, 1, 0, 0])])
-    assert merged.tolist() == [1, 2, 1, 0]
-
-
-def test_prune_candidates_reads_only_who_can_make_the_top() -> None:
-    # two lists cut at depth 2: bucket 1 wholly inside the span, bucket 2 overhanging it
-    listed = [(1, "a", 50), (1, "b", 40), (2, "c", 30), (2, "a", 5)]
-    unseen, wanted = queries.prune_candidates(listed, inside={1}, depth=2, limit=1, known={})
-    assert unseen == 40 + 5  # the last value of each full list
-    # lower bounds: a 50, b 40, c 0; upper: a 55, b 45, c 70 -> b cannot beat a's 50
-    assert wanted == ["a", "c"]
-    # with an exact sum known, it counts as both bounds
-    unseen, wanted = queries.prune_candidates(listed, inside={1}, depth=2, limit=1, known={"c": 60})
-    assert wanted == []  # c (60) beats a's upper bound (55): nothing left to read
-    # complete lists (shorter than depth) leave nothing unseen
-    assert queries.prune_candidates(listed, inside={1, 2}, depth=3, limit=1, known={})[0] == 0

@@ -11,7 +11,8 @@ import pytest
 
 from alembic import command
 from app.config import Settings
-from infra.stack import Stack, alembic_config
+from infra.migrations import alembic_config
+from infra.stack import Stack
 from spark.retention import delete_expired
 from spark.sink import BatchRows, PostgresSink
 from tests.dashboards.conftest import execute, scratch_database

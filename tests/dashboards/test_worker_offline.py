@@ -13,13 +13,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.config import Settings
+from infra.dashboard import APP_FILE
 from infra.processes import free_port
-from infra.replay.server import STREAM_PATH
+from infra.replay.wire import STREAM_PATH
 from tests.harness import pipeline_environment, running_worker, wait_until, worker_health
 
 pytestmark = pytest.mark.integration
 
-APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 INSTANT = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC"
 
 
@@ -49,7 +49,7 @@ def test_the_health_panel_names_the_workers_connection_error(
             worker=worker,
         )
         use_environ({**environ, "APP_WEB_PORT": env["APP_WEB_PORT"]})
-        page = AppTest.from_file(str(APP), default_timeout=60)
+        page = AppTest.from_file(str(APP_FILE), default_timeout=60)
         page.run()
         rendered = datetime.now(UTC)
     assert not page.exception, page.exception

@@ -1,11 +1,11 @@
-"""Publish the fault suite's figures: README's "Reliability" section, from a results file.
+"""Publish the fault suite's figures: tests/README.md's "Reliability" section, from a results file.
 
     WIKIPULSE_RESULTS=/tmp/faults.json .venv/bin/pytest -q tests/faults
     .venv/bin/python -m tests.faults.publish /tmp/faults.json
 
-renders the figures of that run as Markdown and replaces what README.md holds between
-``<!-- reliability:start -->`` and ``<!-- reliability:end -->``. Nothing else in README changes,
-and the test suite never runs this: publishing is an explicit step.
+renders the figures of that run as Markdown and replaces what tests/README.md holds between
+``<!-- reliability:start -->`` and ``<!-- reliability:end -->``. Nothing else in it changes, and
+the test suite never runs this: publishing is an explicit step.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from tests.faults.results import FAULTS, SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+README = ROOT / "tests" / "README.md"
 START = "<!-- reliability:start -->"
 END = "<!-- reliability:end -->"
 COMMAND = ".venv/bin/python -m tests.faults.publish RESULTS.json"
@@ -65,7 +65,7 @@ def _minutes(seconds: float | None) -> str:
 
 
 def _wrap(text: str, indent: str = "") -> list[str]:
-    """A paragraph (or list item) wrapped like the rest of README (100 columns), never inside
+    """A paragraph (or list item) wrapped like the rest of the READMEs (100 columns), never inside
     a code span."""
     kept = re.sub(r"`[^`]*`", lambda span: span.group().replace(" ", NO_BREAK), text)
     lines = textwrap.wrap(
@@ -156,7 +156,7 @@ def render(results: dict[str, Any], *, published: datetime) -> str:
 def replace_section(readme: str, section: str) -> str:
     """``readme`` with what lies between the markers (markers included) replaced."""
     if readme.count(START) != 1 or readme.count(END) != 1:
-        raise PublishError(f"README.md must hold {START} and {END} once each")
+        raise PublishError(f"the README must hold {START} and {END} once each")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     if not section.startswith(START) or not section.endswith(END):
@@ -167,7 +167,7 @@ def replace_section(readme: str, section: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.faults.publish",
-        description="Replace README's Reliability section with the figures of a fault-suite run.",
+        description="Replace tests/README.md's Reliability section with a fault run's figures.",
     )
     parser.add_argument("results", type=Path, help="the JSON file the suite wrote")
     parser.add_argument("--readme", type=Path, default=README)

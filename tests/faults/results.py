@@ -5,7 +5,7 @@ events in, typed out, lost, doubled, dead-lettered, the recovery time from the e
 to the pipeline being caught up, and what else it measured (``details``). The file is
 ``$WIKIPULSE_RESULTS`` when set, else ``faults-results.json`` in pytest's base temporary
 directory; it is rewritten after every test, so an interrupted run keeps what it measured.
-``python -m tests.faults.publish RESULTS.json`` turns it into README's Reliability section.
+``python -m tests.faults.publish RESULTS.json`` turns it into tests/README.md's Reliability section.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Fault:
     injection: str  # how the suite causes it, in a few words
 
 
-#: The faults the suite injects, in the order README lists them (the issue's numbering).
+#: The faults the suite injects, in the order tests/README.md lists them (the issue's numbering).
 FAULTS: tuple[Fault, ...] = (
     Fault(
         "1",

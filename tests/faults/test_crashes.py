@@ -42,7 +42,7 @@ SPARK_KILLS = 3
 #: The seed of the moments the Spark driver is killed (seconds after it started).
 SPARK_KILL_SEED = 20261128
 SPARK_KILL_DELAY = (0.5, 6.0)
-DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
+DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboards" / "wikipulse_dashboard.py"
 
 
 def test_worker_sigkilled_mid_stream_resumes_from_the_raw_log(

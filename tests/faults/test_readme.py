@@ -1,7 +1,7 @@
-"""README's Reliability section: where it is, what it lists, and how it is made.
+"""tests/README.md's Reliability section: where it is, what it lists, and how it is made.
 
 The section is generated from a run of the fault suite (``python -m tests.faults.publish``);
-these tests never rewrite README.md, they check its shape and the publisher's.
+these tests never rewrite the README, they check its shape and the publisher's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.faults.publish import END, README, START, PublishError, render, replace_section
+from tests.faults.publish import END, README, ROOT, START, PublishError, render, replace_section
 from tests.faults.results import FAULTS, SCHEMA
 
 pytestmark = pytest.mark.faults
@@ -23,13 +23,14 @@ def section() -> str:
     return text[text.index(START) : text.index(END) + len(END)]
 
 
-def test_the_reliability_section_sits_before_troubleshooting() -> None:
+def test_the_reliability_section_ends_the_tests_readme() -> None:
+    assert README == ROOT / "tests" / "README.md"
     text = README.read_text()
     assert text.index(START) < text.index(END)
-    after = text[text.index(END) + len(END) :]
-    headings = re.findall(r"^## .+$", after, flags=re.MULTILINE)
-    assert headings and headings[0] == "## Troubleshooting", headings[:1]
+    assert text[text.index(END) + len(END) :].strip() == "", "nothing after the section"
     assert section().splitlines()[1] == "## Reliability"
+    # The README's front page links to it, where the status names the published figures.
+    assert "](tests/README.md#reliability)" in (ROOT / "README.md").read_text()
 
 
 def test_the_reliability_section_lists_every_fault_with_its_figures() -> None:

@@ -23,11 +23,12 @@ import pytest
 
 from app.config import load_settings
 from infra import cli
+from infra.component import format_age
 from infra.processes import InfraError, free_port
 from infra.replay import cli as replay_cli
 from infra.replay.synthetic import StreamOptions, SyntheticStream
-from infra.replay_server import LocalReplay, ReplayMode, load_mode, save_mode
-from infra.stack import Stack, format_age
+from infra.replay_server import ReplayMode, load_mode, save_mode
+from infra.stack import Stack
 from tests.conftest import make_home, stack_environment
 from tests.events import synthetic
 from tests.harness import clean_environ, cli_environment, run_cli
@@ -216,14 +217,14 @@ def test_the_replay_server_moves_to_a_free_port_when_its_own_is_taken(tmp_path: 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        mode = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), said.append)
+        mode = stack.replay.serve(load_mode(stack.home) or pytest.fail("no mode"), said.append)
     try:
         assert mode.port != port
         assert said[0] == f"replay: port {port} is taken by another process, moving to {mode.port}"
         assert said[1].startswith("replay: started (pid ") and mode.url in said[1]
         assert load_mode(stack.home) == mode, "the new port is recorded"
-        replay = LocalReplay(stack.home)
-        assert replay.pid() is not None and replay.healthy(mode.port)
+        assert stack.replay.pid() is not None and stack.replay.answers(mode.port)
+        assert stack.replay.healthy()
         state = next(s for s in stack.status() if s.name == "replay")
         assert state.healthy and state.address == f"http://127.0.0.1:{mode.port}"
         assert state.detail == "serving synthetic stream (seed 1234), live pace"
@@ -232,8 +233,8 @@ def test_the_replay_server_moves_to_a_free_port_when_its_own_is_taken(tmp_path: 
         assert f"synthetic stream: seed 1234, position 0 at {mode.origin.isoformat()}, live" in log
         assert f"serving without end at {mode.url}" in log
     finally:
-        assert LocalReplay(stack.home).stop()
-    assert LocalReplay(stack.home).pid() is None
+        assert stack.replay.stop()
+    assert stack.replay.pid() is None
     state = next(s for s in stack.status() if s.name == "replay")
     assert not state.healthy and state.detail.startswith("not running (to serve synthetic stream")
 
@@ -276,12 +277,12 @@ def test_a_restarted_synthetic_server_goes_on_with_the_same_stream(tmp_path: Pat
     # What the stream must be: the generator's events of that seed from that origin, with the
     # serve command's defaults (repeats, canaries), which are StreamOptions' own.
     expected = SyntheticStream(StreamOptions(seed=4242, start=origin))
-    mode = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
+    mode = stack.replay.serve(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
     try:
         connected = datetime.now(UTC)
         first = read_frames(mode.url, 3)
     finally:
-        assert LocalReplay(stack.home).stop()
+        assert stack.replay.stop()
     now = position(first[0][0])
     assert [position(i) for i, _ in first] == [now, now + 1, now + 2]
     assert [data for _, data in first] == list(expected.events(3, first=now))
@@ -289,7 +290,7 @@ def test_a_restarted_synthetic_server_goes_on_with_the_same_stream(tmp_path: Pat
 
     # `up` after a restart: the recorded mode, the same stream; a client two minutes behind
     # resumes right after its last event, gets the backlog at once, then the live events.
-    restarted = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
+    restarted = stack.replay.serve(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
     assert (restarted.seed, restarted.origin) == (4242, origin)
     behind = expected.position_at(origin + timedelta(minutes=1))
     last_seen = json.dumps([{"topic": "eqiad.mediawiki.recentchange", "partition": 0,
@@ -299,7 +300,7 @@ def test_a_restarted_synthetic_server_goes_on_with_the_same_stream(tmp_path: Pat
     try:
         frames = read_frames(restarted.url, live - behind, last_event_id=last_seen)
     finally:
-        assert LocalReplay(stack.home).stop()
+        assert stack.replay.stop()
     assert [position(i) for i, _ in frames] == list(range(behind + 1, live + 1))
     assert [data for _, data in frames] == list(expected.events(live - behind, first=behind + 1))
     assert frame_time(frames[0][1]) < resumed_at <= expected.time(live), "backlog, then live"
@@ -327,11 +328,11 @@ def test_a_synthetic_stream_at_another_speed_starts_at_its_origin(tmp_path: Path
     stack = Stack(load_settings(environ=stack_environment(tmp_path)))
     origin = datetime.now(UTC) - timedelta(minutes=30)
     save_mode(stack.home, ReplayMode.synthetic(speed=50.0, seed=77, origin=origin))
-    mode = stack._start_replay(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
+    mode = stack.replay.serve(load_mode(stack.home) or pytest.fail("no mode"), lambda _: None)
     try:
         frames = read_frames(mode.url, 5)
     finally:
-        assert LocalReplay(stack.home).stop()
+        assert stack.replay.stop()
     expected = SyntheticStream(StreamOptions(seed=77, start=origin))
     assert [position(i) for i, _ in frames] == [0, 1, 2, 3, 4]
     assert [data for _, data in frames] == list(expected.events(5))
@@ -344,7 +345,7 @@ def test_a_bad_replay_file_is_reported_with_the_servers_log(tmp_path: Path) -> N
     mode = ReplayMode.for_file(events, speed=1.0)
     events.unlink()  # gone by the time the server reads it
     with pytest.raises(InfraError, match="the replay server exited during start-up"):
-        stack._start_replay(mode, lambda _: None)
+        stack.replay.serve(mode, lambda _: None)
 
 
 @pytest.mark.parametrize(

@@ -308,7 +308,7 @@ def test_the_services_find_each_other() -> None:
         assert settings.postgres.user == postgres["POSTGRES_USER"]
         assert settings.postgres.database == postgres["POSTGRES_DB"]
         assert settings.postgres.password.get_secret_value() == postgres["POSTGRES_PASSWORD"]
-    # The dashboard reads the worker's /health (dashboards.queries.worker_heartbeat).
+    # The dashboard reads the worker's /health (dashboards.cache.worker_heartbeat).
     dashboard, worker = settings_of("dashboard"), settings_of("worker")
     assert dashboard.app.web.host == "worker"
     assert dashboard.app.web.port == worker.app.web.port
@@ -398,12 +398,12 @@ def test_commands_name_code_that_exists() -> None:
     assert worker[:3] == ["python", "-m", "faust"]
     app_module = option(worker, "-A")
     assert importlib.util.find_spec(app_module) is not None
-    assert f'"{app_module}", "worker"' in inspect.getsource(LocalWorker.start)
+    assert f'"{app_module}", "worker"' in inspect.getsource(LocalWorker.command)
 
     dashboard = services["dashboard"]["command"]
     assert dashboard[:4] == ["python", "-m", "streamlit", "run"]
     assert ROOT / dashboard[4] == APP_FILE and APP_FILE.is_file()
-    native = inspect.getsource(importlib.import_module("infra.dashboard").LocalDashboard.start)
+    native = inspect.getsource(importlib.import_module("infra.dashboard").LocalDashboard.command)
     for flag in ("--server.headless", "--browser.gatherUsageStats"):
         assert f'"{flag}", "{option(dashboard, flag)}"' in native
 

@@ -180,7 +180,7 @@ async def commit_group_offset(settings: Settings, offset: int) -> None:
 
 def kafka_cli_lag(stack: Stack, settings: Settings) -> dict[int, int]:
     """LAG per partition as Kafka's own consumer-group tool shows it, run from the broker's
-    Maven jars exactly as the README writes it."""
+    Maven jars exactly as infra/README.md writes it."""
     result = subprocess.run(
         [
             "java",

@@ -40,7 +40,8 @@ from psycopg2 import sql
 from alembic import command
 from app.config import Settings, load_settings
 from app.config.clients import libpq_params
-from infra.stack import Stack, alembic_config
+from infra.migrations import alembic_config
+from infra.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ from psycopg2 import sql
 from alembic import command
 from app.config import Settings, load_settings
 from app.config.clients import libpq_params
-from infra.stack import Stack, alembic_config, schema_revision
+from infra.migrations import alembic_config, schema_revision
+from infra.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +170,7 @@ def test_top_contributors_hourly_keeps_the_top_50(scratch_settings: Settings) ->
 
 
 def test_alembic_ini_holds_no_database_url() -> None:
-    from infra.stack import ALEMBIC_INI
+    from infra.migrations import ALEMBIC_INI
 
     text = ALEMBIC_INI.read_text()
     assert "sqlalchemy.url" not in text and "postgresql://" not in text

@@ -32,9 +32,10 @@ from app.config.settings import Settings
 from app.ingest.task import ingest_producer, resume_consumer
 from app.worker import Worker
 from dashboards.queries import make_engine
+from infra.migrations import alembic_config
 from infra.postgres import psql_command
-from infra.stack import alembic_config
-from spark.job import kafka_source_options, session_conf
+from spark.job import kafka_source_options
+from spark.session import session_conf
 from spark.sink import PostgresSink
 from tests.security.conftest import Certs
 

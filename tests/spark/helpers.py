@@ -37,8 +37,9 @@ from app.config import Settings, load_settings
 from app.config.clients import libpq_params
 from app.contract import WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
+from infra.migrations import migrate
 from infra.spark_job import submit_command
-from infra.stack import Stack, migrate
+from infra.stack import Stack
 from spark.schema import EVENT_SCHEMA
 from spark.transforms import parse_events
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from app.config import Settings
+from app.config import Settings, load_settings
 from app.config.names import spark_checkpoint
 from app.contract import ChangeType, RecentChange, UserKind
 from infra.spark_job import submit_command
 from spark import QUERY_NAME
 from spark.job import run
+from spark.session import driver_environment
 from tests.events import synthetic
 from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import (
@@ -280,6 +281,25 @@ def test_submit_command_carries_the_configuration(job_settings: JobSettings) -> 
     assert command[-2:] == [str(ROOT / "spark" / "job.py"), "--available-now"]
     assert env["PYSPARK_PYTHON"] == sys.executable
     assert shutil.which(command[0]) or Path(command[0]).exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "address"),
+    [
+        ({}, "127.0.0.1"),  # a local master: loopback, like every component
+        ({"SPARK_LOCAL_IP": "10.0.0.5"}, "10.0.0.5"),
+        ({"SPARK_MASTER": "spark://cluster:7077"}, None),  # Spark's own choice
+        ({"SPARK_MASTER": "spark://cluster:7077", "SPARK_LOCAL_IP": "10.0.0.5"}, "10.0.0.5"),
+    ],
+)
+def test_the_driver_address_is_the_configuration_key_spark_local_ip(
+    environ: dict[str, str], address: str | None
+) -> None:
+    settings = load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent", **environ})
+    assert settings.spark.local_ip == environ.get("SPARK_LOCAL_IP", "")
+    assert driver_environment(settings).get("SPARK_LOCAL_IP") == address
+    _, env = submit_command(settings)  # what `up` and Compose run
+    assert env.get("SPARK_LOCAL_IP") == address
 
 
 def test_the_job_applies_the_retention_and_stops_when_asked(

@@ -1,47 +1,32 @@
-"""The wikipulse dashboard — layout only: ``streamlit run dashboards/app.py``.
+"""The wikipulse dashboard — layout only: ``streamlit run dashboards/wikipulse_dashboard.py``.
 
-The filters live in the URL's query string (``?range=all&wiki=enwiki&bots=false&user=…``).
-Each panel is a fragment that refreshes itself every ``dashboard.refresh_interval``; the
-queries are in :mod:`dashboards.queries`, the charts in :mod:`dashboards.charts`, the spans and
-formats in :mod:`dashboards.view`.
+Streamlit puts this file's folder first on ``sys.path``, so its name must shadow no package (as
+``app.py`` hid ``app``). The filters live in the URL's query string (``?range=all&bots=false``).
+Each panel is a fragment that refreshes itself every ``dashboard.refresh_interval``, its data
+from :mod:`dashboards.cache`, its charts from :mod:`dashboards.charts`, its spans and formats
+from :mod:`dashboards.view`.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from datetime import date, timedelta
 
-_ROOT = Path(__file__).resolve().parent.parent
-# `streamlit run dashboards/app.py` puts dashboards/ first on sys.path, where this very file
-# would shadow the `app` package (the configuration): put the repository root there instead.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT / "dashboards"]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+import pandas as pd
+import streamlit as st
 
-from datetime import date, timedelta  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app.config import ConfigError, load_settings  # noqa: E402
-from dashboards import charts, queries, view  # noqa: E402
-from dashboards.queries import DashboardError, SchemaMissing  # noqa: E402
-from dashboards.view import Filters, Span  # noqa: E402
+from dashboards import cache, charts, view
+from dashboards.queries import DashboardError, SchemaMissing
+from dashboards.view import Filters, Span
 
 st.set_page_config(page_title="wikipulse", page_icon="📈", layout="wide")
 
 try:
-    settings = queries.settings()
+    settings = cache.settings()
 except SystemExit:
     # The log (standard error) has the message; the page names each offending key too.
-    try:
-        load_settings()
-        problems = []
-    except ConfigError as error:
-        problems = error.problems
     st.error(
         "**The configuration is invalid.** Fix these keys and restart the dashboard:\n\n"
-        + "\n".join(f"- `{problem}`" for problem in problems)
+        + "\n".join(f"- `{problem}`" for problem in cache.configuration_problems())
     )
     st.stop()
 
@@ -70,7 +55,7 @@ with st.sidebar:
         )
         custom_to = st.date_input("To (UTC)", value=today, key="to", bind="query-params")
     try:
-        known_wikis = queries.cached_wikis()
+        known_wikis = cache.wikis()
     except DashboardError:
         known_wikis = []
     chosen_wikis = st.multiselect(
@@ -110,7 +95,7 @@ st.caption("Edits on every Wikimedia wiki, live from the recentchange stream. Ti
 def wait_for_data() -> None:
     """Re-checks every refresh interval; reloads the page once there is data to show."""
     try:
-        if not queries.cached_bounds().empty:
+        if not cache.bounds().empty:
             st.rerun(scope="app")
     except DashboardError:
         pass
@@ -118,7 +103,7 @@ def wait_for_data() -> None:
 
 
 try:
-    bounds = queries.cached_bounds()
+    bounds = cache.bounds()
 except DashboardError as problem:
     headline = "is not ready" if isinstance(problem, SchemaMissing) else "is not available"
     st.error(f"**The database {headline}.** {view.plain(str(problem))}")
@@ -138,7 +123,7 @@ if bounds.empty:
 
 def current_span() -> tuple[Span, bool]:
     """The span the filters select now, and whether it is compared with the one before."""
-    span = view.resolve(filters, now=view.utcnow(), oldest=queries.cached_bounds().oldest)
+    span = view.resolve(filters, now=view.utcnow(), oldest=cache.bounds().oldest)
     if span is None:  # the data was deleted meanwhile
         span = view.resolve(Filters(), now=view.utcnow(), oldest=None)
         assert span is not None
@@ -156,8 +141,8 @@ def problem_message(problem: DashboardError) -> None:
 def health_panel() -> None:
     try:
         span, _ = current_span()
-        newest_end = queries.cached_bounds().newest_end
-        health = queries.cached_pipeline_health(span)
+        newest_end = cache.bounds().newest_end
+        health = cache.pipeline_health(span)
     except DashboardError as problem:
         problem_message(problem)
         return
@@ -169,7 +154,7 @@ def health_panel() -> None:
             f"(more than {view.format_duration(STALE_AFTER)}). Is the pipeline running? "
             "See `./infra/wikipulse status`."
         )
-    heartbeat = queries.cached_worker_heartbeat()
+    heartbeat = cache.worker_heartbeat()
     with st.container(horizontal=True, key="health"):
         st.metric(
             "Data freshness",
@@ -232,12 +217,12 @@ def kpi_panel() -> None:
     try:
         span, compare = current_span()
         minute = view.last_complete_minute(span, view.utcnow())
-        now_sums = queries.cached_activity(span, filters.wikis)
-        last_minute = queries.cached_activity(minute, filters.wikis)
-        minute_before = queries.cached_activity(minute.previous(), filters.wikis)
-        editors = queries.cached_active_editors(span)
-        before = queries.cached_activity(span.previous(), filters.wikis) if compare else None
-        editors_before = queries.cached_active_editors(span.previous()) if compare else None
+        now_sums = cache.activity(span, filters.wikis)
+        last_minute = cache.activity(minute, filters.wikis)
+        minute_before = cache.activity(minute.previous(), filters.wikis)
+        editors = cache.active_editors(span)
+        before = cache.activity(span.previous(), filters.wikis) if compare else None
+        editors_before = cache.active_editors(span.previous()) if compare else None
     except DashboardError as problem:
         problem_message(problem)
         return
@@ -300,7 +285,7 @@ def timeline_panel() -> None:
     st.subheader("Edits per minute")
     try:
         span, _ = current_span()
-        frame = queries.cached_timeline(span, filters.wikis)
+        frame = cache.timeline(span, filters.wikis)
     except DashboardError as problem:
         problem_message(problem)
         return
@@ -322,8 +307,8 @@ def contributors_panel() -> None:
     st.subheader("Top contributors")
     try:
         span, _ = current_span()
-        top = queries.cached_top_contributors(span, filters.bots)
-        total = queries.cached_activity(span, ()).edits
+        top = cache.top_contributors(span, filters.bots)
+        total = cache.activity(span, ()).edits
     except DashboardError as problem:
         problem_message(problem)
         return
@@ -377,7 +362,7 @@ def wikis_panel() -> None:
     st.subheader("Top wikis")
     try:
         span, _ = current_span()
-        top = queries.cached_top_wikis(span, filters.wikis, filters.bots)
+        top = cache.top_wikis(span, filters.wikis, filters.bots)
     except DashboardError as problem:
         problem_message(problem)
         return
@@ -422,7 +407,7 @@ def user_panel() -> None:
         return
     try:
         span, _ = current_span()
-        history = queries.cached_user_history(span, name)
+        history = cache.user_history(span, name)
     except DashboardError as problem:
         problem_message(problem)
         return
