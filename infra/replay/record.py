@@ -181,12 +181,9 @@ async def record(
     try:
         await asyncio.wait({consumer, *helpers[1:]}, timeout=seconds,
                            return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        if consumer.done():
-            pass  # it said why
-        elif stop is not None and stop.is_set():
-            progress.stopped_by = "interrupted"
-        else:
-            progress.stopped_by = "minutes"
+        if not consumer.done():  # a consumer that ended has said why already
+            interrupted = stop is not None and stop.is_set()
+            progress.stopped_by = "interrupted" if interrupted else "minutes"
     finally:
         await source.close()  # ends source.events(), and so the consumer
         for helper in helpers:

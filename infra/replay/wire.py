@@ -57,12 +57,18 @@ def parse_since(value: str) -> datetime:
     text = value.strip()
     if text.lstrip("-").isdigit():
         return _from_epoch_ms(int(text))
+    parsed = _iso_time(text)
+    if parsed is None:
+        raise BadRequestError(f"since is neither epoch ms nor an ISO-8601 time: {value!r}")
+    return parsed
+
+
+def _iso_time(text: str) -> datetime | None:
+    """An ISO-8601 time (naive means UTC), or None when it is not one."""
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise BadRequestError(
-            f"since is neither epoch ms nor an ISO-8601 time: {value!r}"
-        ) from None
+        return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
@@ -76,12 +82,9 @@ def event_time(data: bytes) -> datetime | None:
         return None
     meta = event.get("meta")
     if isinstance(meta, dict) and isinstance(meta.get("dt"), str):
-        try:
-            parsed = datetime.fromisoformat(meta["dt"])
-        except ValueError:
-            parsed = None
+        parsed = _iso_time(meta["dt"])
         if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+            return parsed
     stamp = event.get("timestamp")
     if isinstance(stamp, int | float) and not isinstance(stamp, bool):
         try:
