@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.contract import Canary, ChangeType, RecentChange, UserKind
-from app.normalize import EARLIEST_EVENT_TIME, FUTURE_TOLERANCE, Rejected, normalize
+from app.normalize import EARLIEST_EVENT_TIME, FUTURE_TOLERANCE, Rejected, normalize, user_kind
 from app.normalize import event as normalize_module
 from infra.replay.synthetic import Role
 from tests import events
@@ -270,16 +270,28 @@ def test_timestamp_bounds(timestamp: int, accepted: bool) -> None:
 
 def test_repeated_timestamps_share_a_cached_time_and_the_cache_stays_bounded() -> None:
     start = int(EARLIEST_EVENT_TIME.timestamp())
-    count = normalize_module._EVENT_TIMES_SIZE + 10
+    count = normalize_module._CACHE_SIZE + 10
     template = orjson.loads(CURRENT_EDIT)
     for offset in range(count):
         template["timestamp"] = start + offset
         event = normalize(orjson.dumps(template), received_at=RECEIVED)
         assert isinstance(event, RecentChange)
         assert event.event_time == datetime.fromtimestamp(start + offset, UTC)
-        assert len(normalize_module._EVENT_TIMES) <= normalize_module._EVENT_TIMES_SIZE
+        assert len(normalize_module._EVENT_TIMES) <= normalize_module._CACHE_SIZE
     again = typed(edited(CURRENT_EDIT, timestamp=start + count - 1))
     assert again.event_time == datetime.fromtimestamp(start + count - 1, UTC)
+
+
+def test_user_kinds_are_cached_per_name_and_the_cache_stays_bounded() -> None:
+    count = normalize_module._CACHE_SIZE + 10
+    # Addresses (the expensive parse) and names alternate; the bot flag is never cached.
+    names = [f"10.0.{i // 256}.{i % 256}" if i % 2 else f"Editor {i}" for i in range(count)]
+    for name in names:
+        expected = UserKind.ANONYMOUS if name[0].isdigit() else UserKind.REGISTERED
+        assert user_kind(name, bot=False) == expected
+        assert user_kind(name, bot=False) == expected  # from the cache
+        assert user_kind(name, bot=True) == UserKind.BOT
+        assert len(normalize_module._USER_KINDS) <= normalize_module._CACHE_SIZE
 
 
 @pytest.mark.parametrize("length", [{"new": 100}, {"old": 100}, {}, None, ...])
