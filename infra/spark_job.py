@@ -154,22 +154,27 @@ class LocalSparkJob(SpawnedComponent):
             connection.close()
 
     def last_batch(self) -> str:
-        """The newest pipeline_batches row, for `status`."""
+        """The newest pipeline_batches row, and the records of an unknown schema version skipped
+        so far, for `status`."""
         try:
             row = self._query(
                 "SELECT batch_id, committed_at, rows_written, duration_ms,"
-                " rows_dropped_by_watermark, now() - committed_at"
+                " rows_dropped_by_watermark, now() - committed_at,"
+                " (SELECT coalesce(sum(unknown_schema_rows), 0) FROM pipeline_batches)"
                 " FROM pipeline_batches ORDER BY committed_at DESC LIMIT 1"
             )
         except psycopg2.Error:
             return "no batch information (database unreachable)"
         if row is None:
             return "no batch yet"
-        batch, _, written, duration, dropped, age = row
-        return (
+        batch, _, written, duration, dropped, age, unknown = row
+        line = (
             f"batch {batch} {int(age.total_seconds())} s ago: {written} rows"
             f" in {duration if duration is not None else '?'} ms, late dropped {dropped or 0}"
         )
+        if unknown:
+            line += f"; {unknown} records of an unknown schema version skipped (spark/README.md)"
+        return line
 
     def newest_event(self) -> tuple[datetime, float] | None:
         """(event time, age in seconds) of the newest event the job has written to PostgreSQL

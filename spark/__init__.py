@@ -14,10 +14,17 @@ from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_W
 #: up`` fetches them there: ``infra.home.Home.spark_jars``).
 CONNECTOR_JARS_DIR = Path("jars", "spark")
 
+#: The job's observed metric (``observedMetrics`` of a batch's progress report) counting the
+#: records of a schema version it does not read, and its one value.
+SCHEMA_CHECK = "schema_check"
+UNKNOWN_SCHEMA_ROWS = "unknown_schema_rows"
+
 __all__ = [
     "CONNECTOR_JARS_DIR",
     "QUERY_NAME",
+    "SCHEMA_CHECK",
     "TABLE_PIPELINE_BATCHES",
     "TABLE_USER_EDIT_COUNTS",
     "TABLE_WIKI_ACTIVITY",
+    "UNKNOWN_SCHEMA_ROWS",
 ]

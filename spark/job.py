@@ -20,10 +20,12 @@ Everything else comes from the configuration (``spark:`` and ``postgres:`` secti
 window, watermark, trigger, checkpoint location, starting offsets, memory.
 
 One streaming query (:data:`spark.QUERY_NAME`): Kafka source (``read_committed``: the worker
-writes the typed topic in transactions) -> :func:`spark.transforms.parse_events` -> watermark ->
-:func:`spark.transforms.aggregate` -> ``foreachBatch`` (:class:`spark.sink.PostgresSink`),
-output mode ``update``. A listener on the query's progress completes each batch's
-``pipeline_batches`` row and logs its line; a thread applies the retention every hour.
+writes the typed topic in transactions) -> :func:`spark.transforms.known_schema_only` (records of
+another schema version are counted, never parsed) -> :func:`spark.transforms.parse_events` ->
+watermark -> :func:`spark.transforms.aggregate` -> ``foreachBatch``
+(:class:`spark.sink.PostgresSink`), output mode ``update``. A listener on the query's progress
+completes each batch's ``pipeline_batches`` row and logs its line; a thread applies the
+retention every hour.
 """
 
 from __future__ import annotations
@@ -58,7 +60,13 @@ from spark.retention import RetentionThread
 from spark.session import build_session, connector_jars, driver_environment
 from spark.sink import BatchProgress, BatchRows, PostgresSink
 from spark.status import FAILED, RUNNING, STOPPED, StatusFile
-from spark.transforms import aggregate, parse_events, sink_rows, with_watermark
+from spark.transforms import (
+    aggregate,
+    known_schema_only,
+    parse_events,
+    sink_rows,
+    with_watermark,
+)
 
 log = logging.getLogger("spark.job")
 
@@ -92,6 +100,8 @@ def read_typed_topic(
         .option("startingOffsets", starting_offsets or settings.spark.starting_offsets)
         # The worker writes the typed topic transactionally: never read aborted records.
         .option("kafka.isolation.level", "read_committed")
+        # The schema headers say which contract a record follows (known_schema_only).
+        .option("includeHeaders", "true")
         # Offsets that vanished before the job read them (retention, a recreated topic) are
         # skipped with a warning in Spark's log instead of stopping the job for good: the
         # aggregates cannot be more complete than the topic, and `--rebuild` recomputes them.
@@ -105,7 +115,7 @@ def read_typed_topic(
 def aggregates(records: DataFrame, settings: Settings) -> DataFrame:
     """Kafka records -> the rows the sink writes (both tables)."""
     windowing = settings.spark.windowing
-    events = with_watermark(parse_events(records), windowing.watermark)
+    events = with_watermark(parse_events(known_schema_only(records)), windowing.watermark)
     return sink_rows(aggregate(events, windowing.duration))
 
 
@@ -208,9 +218,10 @@ class RunningJob:
 
 
 def _as_dict(report: Any) -> dict[str, Any]:
-    if isinstance(report, dict):
-        return report
-    return dict(json.loads(report.json))
+    """A progress report as plain JSON values (pyspark's own report objects hold Rows)."""
+    if hasattr(report, "json"):
+        return dict(json.loads(report.json))
+    return dict(report)
 
 
 def _delete_checkpoint(spark: SparkSession, location: str) -> None:

@@ -8,9 +8,10 @@ transaction. A replayed batch therefore rewrites the same values; rows whose val
 already there are not touched at all (not even ``updated_at``).
 
 ``pipeline_batches`` gets its progress columns (duration, input rows, rows dropped by the
-watermark, event time, watermark) from the query's progress report, which Spark publishes only
-after it has committed the batch: :meth:`PostgresSink.record_progress` updates the row the
-batch's transaction wrote, and logs the batch's one line.
+watermark, records of an unknown schema version, event time, watermark) from the query's
+progress report, which Spark publishes only after it has committed the batch:
+:meth:`PostgresSink.record_progress` updates the row the batch's transaction wrote, and logs the
+batch's one line.
 
 This module imports no pyspark: it takes plain rows, as :func:`spark.transforms.sink_rows`
 makes them.
@@ -33,7 +34,13 @@ from psycopg2.extras import execute_values
 from app.config.clients import libpq_params
 from app.config.settings import PostgresSettings
 from app.contract import WIKI_ACTIVITY_COUNTERS
-from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from spark import (
+    SCHEMA_CHECK,
+    TABLE_PIPELINE_BATCHES,
+    TABLE_USER_EDIT_COUNTS,
+    TABLE_WIKI_ACTIVITY,
+    UNKNOWN_SCHEMA_ROWS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +85,15 @@ UPSERT_BATCH = f"""
         wiki_activity_rows = EXCLUDED.wiki_activity_rows,
         -- a batch run again gets the progress of its new run
         started_at = NULL, duration_ms = NULL, input_rows = NULL,
-        rows_dropped_by_watermark = NULL, max_event_time = NULL, watermark = NULL
+        rows_dropped_by_watermark = NULL, max_event_time = NULL, watermark = NULL,
+        unknown_schema_rows = NULL
 """
 
 RECORD_PROGRESS = f"""
     UPDATE {TABLE_PIPELINE_BATCHES}
     SET started_at = %(started_at)s, duration_ms = %(duration_ms)s, input_rows = %(input_rows)s,
         rows_dropped_by_watermark = %(rows_dropped_by_watermark)s,
+        unknown_schema_rows = %(unknown_schema_rows)s,
         max_event_time = %(max_event_time)s, watermark = %(watermark)s
     WHERE query_name = %(query_name)s AND batch_id = %(batch_id)s
       AND started_at IS NULL
@@ -127,6 +136,12 @@ class BatchRows:
         return cls(users, wikis)
 
 
+def _observed(report: Mapping[str, Any], metric: str, column: str) -> int | None:
+    """One column of an observed metric of the report (None when the batch has none)."""
+    value = ((report.get("observedMetrics") or {}).get(metric) or {}).get(column)
+    return None if value is None else int(value)
+
+
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -144,6 +159,8 @@ class BatchProgress:
     rows_dropped_by_watermark: int | None
     max_event_time: datetime | None
     watermark: datetime | None  # the watermark the batch ran with; None before the first
+    #: Records of a schema version the job does not read (spark.transforms.known_schema_only).
+    unknown_schema_rows: int | None = None
     executed: bool = True  # False for an idle trigger's report: no batch ran
 
     @classmethod
@@ -166,6 +183,7 @@ class BatchProgress:
             else None,
             max_event_time=_parse_time(event_time.get("max")),
             watermark=None if watermark == EPOCH else watermark,
+            unknown_schema_rows=_observed(report, SCHEMA_CHECK, UNKNOWN_SCHEMA_ROWS),
             # Spark also reports idle triggers (no new data, no batch): they have no addBatch.
             executed="addBatch" in durations,
         )
@@ -278,6 +296,7 @@ class PostgresSink:
                     "duration_ms": progress.duration_ms,
                     "input_rows": progress.input_rows,
                     "rows_dropped_by_watermark": progress.rows_dropped_by_watermark,
+                    "unknown_schema_rows": progress.unknown_schema_rows,
                     "max_event_time": progress.max_event_time,
                     "watermark": progress.watermark,
                 },
@@ -296,6 +315,13 @@ class PostgresSink:
             TABLE_WIKI_ACTIVITY,
             progress.rows_dropped_by_watermark or 0,
         )
+        if progress.unknown_schema_rows:
+            log.warning(
+                "Batch %d: %d records of a schema version this job does not read were skipped "
+                "(see spark/README.md, 'Schema versions')",
+                progress.batch_id,
+                progress.unknown_schema_rows,
+            )
         return True
 
     def forget_batches(self) -> int:

@@ -40,8 +40,22 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from app.config.settings import spark_interval
-from app.contract import EDIT_TYPES, WIKI_ACTIVITY_COUNTERS, ChangeType, UserKind
-from spark import TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from app.contract import (
+    EDIT_TYPES,
+    HEADER_SCHEMA,
+    HEADER_SCHEMA_VERSION,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    WIKI_ACTIVITY_COUNTERS,
+    ChangeType,
+    UserKind,
+)
+from spark import (
+    SCHEMA_CHECK,
+    TABLE_USER_EDIT_COUNTS,
+    TABLE_WIKI_ACTIVITY,
+    UNKNOWN_SCHEMA_ROWS,
+)
 from spark.schema import EVENT_SCHEMA
 
 __all__ = [
@@ -49,6 +63,7 @@ __all__ = [
     "USER_EDIT_COUNTS",
     "WIKI_ACTIVITY",
     "aggregate",
+    "known_schema_only",
     "parse_events",
     "sink_rows",
     "user_edit_counts",
@@ -65,6 +80,30 @@ AGGREGATE_COLUMNS = WIKI_ACTIVITY_COUNTERS
 
 _EDIT_TYPES = sorted(str(kind) for kind in EDIT_TYPES)
 _ANONYMOUS_KINDS = [str(UserKind.ANONYMOUS), str(UserKind.TEMPORARY)]
+
+
+def _header(name: str) -> Column:
+    """The first value of the record header ``name`` as text; null when the record has none."""
+    matching = F.filter(F.col("headers"), lambda header: header["key"] == F.lit(name))
+    return F.element_at(matching, 1)["value"].cast("string")
+
+
+def known_schema_only(
+    records: DataFrame, version: int = SCHEMA_VERSION, name: str = SCHEMA_NAME
+) -> DataFrame:
+    """Kafka records (read with ``includeHeaders``) whose ``schema`` and ``schema-version``
+    headers name the contract this job reads; the others (another version, or no header) are
+    never parsed with the wrong schema. They are counted instead, per micro-batch, as the
+    observed metric :data:`UNKNOWN_SCHEMA_ROWS` of :data:`SCHEMA_CHECK`, which the progress
+    report carries into ``pipeline_batches.unknown_schema_rows``."""
+    known = (_header(HEADER_SCHEMA_VERSION) == F.lit(str(version))) & (
+        _header(HEADER_SCHEMA) == F.lit(name)
+    )
+    flagged = records.withColumn("known_schema", F.coalesce(known, F.lit(False)))
+    observed = flagged.observe(
+        SCHEMA_CHECK, F.count(F.when(~F.col("known_schema"), 1)).alias(UNKNOWN_SCHEMA_ROWS)
+    )
+    return observed.where(F.col("known_schema")).drop("known_schema")
 
 
 def parse_events(records: DataFrame, schema: StructType = EVENT_SCHEMA) -> DataFrame:

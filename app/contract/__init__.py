@@ -36,6 +36,11 @@ HEADER_ORIGIN_OFFSET = "origin-offset"  # and offset
 HEADER_REASON = "reason"  # dead letter: why, in words
 HEADER_REASON_CODE = "reason-code"  # dead letter: RejectCode
 HEADER_REASON_FIELD = "reason-field"  # dead letter: the field at fault, or empty
+#: What says a typed record follows this contract: readers aggregate only what they know.
+TYPED_HEADERS = (
+    (HEADER_SCHEMA, SCHEMA_NAME.encode()),
+    (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
+)
 
 #: PostgreSQL relations (created by Alembic migrations), read by the dashboard.
 TABLE_USER_EDIT_COUNTS = "user_edit_counts"

@@ -37,12 +37,9 @@ from app.contract import (
     HEADER_REASON_CODE,
     HEADER_REASON_FIELD,
     HEADER_RECEIVED_AT,
-    HEADER_SCHEMA,
-    HEADER_SCHEMA_VERSION,
     HEADER_SSE_ID,
     HEADER_TRUNCATED_FROM,
-    SCHEMA_NAME,
-    SCHEMA_VERSION,
+    TYPED_HEADERS,
     Canary,
     Outcome,
     RecentChange,
@@ -53,10 +50,6 @@ log = logging.getLogger(__name__)
 
 #: The raw record's headers a dead letter carries on.
 KEPT_HEADERS = (HEADER_SSE_ID, HEADER_RECEIVED_AT, HEADER_TRUNCATED_FROM)
-TYPED_HEADERS = (
-    (HEADER_SCHEMA, SCHEMA_NAME.encode()),
-    (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
-)
 
 
 def origin_headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

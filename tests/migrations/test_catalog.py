@@ -47,7 +47,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).resolve().parent / "catalog"
-REVISIONS = ("0002", "0003")
+REVISIONS = ("0002", "0003", "0004")
 WRITE = os.environ.get("WIKIPULSE_WRITE_CATALOG")
 
 #: Each section of the catalog: a title and a query over the schema ``public`` whose rows are
@@ -259,14 +259,19 @@ def test_the_catalog_of_each_revision_and_of_a_round_trip_is_the_snapshot(
 
         command.downgrade(config, "0002")
         assert catalog(settings) == expected["0002"]
-        command.upgrade(config, "head")
+        command.upgrade(config, "0003")
+        assert catalog(settings) == expected["0003"]
+
+        command.upgrade(config, "0004")
+        assert catalog(settings) == expected["0004"]
+        command.downgrade(config, "0003")
         assert catalog(settings) == expected["0003"]
 
         command.downgrade(config, "base")
         left = query(settings, SECTIONS["relations"]) + query(settings, SECTIONS["functions"])
         assert [row[0] for row in left] == ["alembic_version", "alembic_version_pkc"]
         command.upgrade(config, "head")
-        assert catalog(settings) == expected["0003"]
+        assert catalog(settings) == expected[REVISIONS[-1]]
 
 
 def test_the_snapshots_reach_head(stack: Stack) -> None:
