@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.config import Settings
 from app.config.clients import aiokafka_options
+from app.config.names import typed_topics
 from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import INFRA_DIR, Home
 from infra.maven import fetch_jars, require_java
@@ -214,7 +215,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         )
         for topic, configs in (
             (topics.raw, large),
-            (topics.typed, retention),
+            *((typed, retention) for typed in typed_topics(settings)),
             (topics.dead_letter, large),
         )
     ]

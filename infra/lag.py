@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from app.config import Settings, load_settings_or_exit
 from app.config.clients import aiokafka_options
-from app.config.names import normalizer_group, spark_checkpoint
+from app.config.names import normalizer_group, spark_checkpoint, spark_source
 
 NORMALIZER = "normalizer"
 SPARK = "spark"
@@ -258,7 +258,7 @@ async def _normalizer_lag(clients: _Clients, settings: Settings) -> ConsumerLag:
 
 
 async def _spark_lag(clients: _Clients, settings: Settings) -> ConsumerLag:
-    topic = settings.kafka.topics.typed.name
+    topic = spark_source(settings).name
     location = spark_checkpoint(settings)
     path = local_path(location)
     if path is None:
@@ -304,7 +304,7 @@ async def collect(settings: Settings) -> list[ConsumerLag]:
         topics = settings.kafka.topics
         return [
             ConsumerLag(NORMALIZER, topics.raw.name, error=reason),
-            ConsumerLag(SPARK, topics.typed.name, error=reason),
+            ConsumerLag(SPARK, spark_source(settings).name, error=reason),
         ]
 
 
@@ -325,7 +325,7 @@ def consumer_lag(settings: Settings, timeout: float = TIMEOUT) -> list[ConsumerL
         topics = settings.kafka.topics
         return [
             ConsumerLag(NORMALIZER, topics.raw.name, error=reason),
-            ConsumerLag(SPARK, topics.typed.name, error=reason),
+            ConsumerLag(SPARK, spark_source(settings).name, error=reason),
         ]
     finally:
         client_log.setLevel(level)

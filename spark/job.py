@@ -19,9 +19,10 @@ reads from the earliest offset and upserts (the rows it recomputes replace the o
 Everything else comes from the configuration (``spark:`` and ``postgres:`` sections): master,
 window, watermark, trigger, checkpoint location, starting offsets, memory.
 
-One streaming query (:data:`spark.QUERY_NAME`): Kafka source (``read_committed``: the worker
-writes the typed topic in transactions) -> :func:`spark.transforms.known_schema_only` (records of
-another schema version are counted, never parsed) -> :func:`spark.transforms.parse_events` ->
+One streaming query (:func:`app.config.names.query_name`) over the typed topic of
+``spark.schema_version``: Kafka source (``read_committed``: the worker writes the typed topic in
+transactions) -> :func:`spark.transforms.known_schema_only` (records of another schema version
+are counted, never parsed) -> :func:`spark.transforms.parse_events` ->
 watermark -> :func:`spark.transforms.aggregate` -> ``foreachBatch``
 (:class:`spark.sink.PostgresSink`), output mode ``update``. A listener on the query's progress
 completes each batch's ``pipeline_batches`` row and logs its line; a thread applies the
@@ -54,7 +55,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from app.config import Settings, load_settings_or_exit, spark_interval
 from app.config.clients import spark_kafka_options
-from app.config.names import client_id, spark_checkpoint
+from app.config.names import client_id, query_name, spark_checkpoint, spark_source
 from spark import CONNECTOR_JARS_DIR, QUERY_NAME
 from spark.retention import RetentionThread
 from spark.session import build_session, connector_jars, driver_environment
@@ -95,7 +96,7 @@ def read_typed_topic(
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka_source_options(settings))
-        .option("subscribe", settings.kafka.topics.typed.name)
+        .option("subscribe", spark_source(settings).name)
         # Used only by a new checkpoint; afterwards the checkpoint's offsets rule.
         .option("startingOffsets", starting_offsets or settings.spark.starting_offsets)
         # The worker writes the typed topic transactionally: never read aborted records.
@@ -115,8 +116,9 @@ def read_typed_topic(
 def aggregates(records: DataFrame, settings: Settings) -> DataFrame:
     """Kafka records -> the rows the sink writes (both tables)."""
     windowing = settings.spark.windowing
-    events = with_watermark(parse_events(known_schema_only(records)), windowing.watermark)
-    return sink_rows(aggregate(events, windowing.duration))
+    version = settings.spark.schema_version
+    events = parse_events(known_schema_only(records, version), version)
+    return sink_rows(aggregate(with_watermark(events, windowing.watermark), windowing.duration))
 
 
 class ProgressListener(StreamingQueryListener):
@@ -246,10 +248,11 @@ def start(
     """Start the streaming query (and the progress listener and retention beside it); keep
     ``status`` up to date."""
     location = spark_checkpoint(settings)
-    sink = PostgresSink(settings.postgres, query_name=QUERY_NAME)
+    name = query_name(settings)
+    sink = PostgresSink(settings.postgres, query_name=name)
     # Progress is best effort (RunningJob.reconcile catches up): no long retries.
     progress_sink = PostgresSink(
-        settings.postgres, query_name=QUERY_NAME, retry_delays=PROGRESS_RETRY_DELAYS
+        settings.postgres, query_name=name, retry_delays=PROGRESS_RETRY_DELAYS
     )
     starting_offsets = None
     if rebuild:
@@ -261,11 +264,11 @@ def start(
     def write(batch: DataFrame, batch_id: int) -> None:
         sink.write_batch(batch_id, BatchRows.split(batch.collect()))
 
-    listener = ProgressListener(progress_sink, status=status)
+    listener = ProgressListener(progress_sink, name, status=status)
     spark.streams.addListener(listener)
     writer = (
         aggregates(read_typed_topic(spark, settings, starting_offsets=starting_offsets), settings)
-        .writeStream.queryName(QUERY_NAME)
+        .writeStream.queryName(name)
         .outputMode("update")
         .foreachBatch(write)
         .option("checkpointLocation", location)
@@ -288,7 +291,7 @@ def start(
         thread.start()
     log.info(
         "reading %s from %s; checkpoint %s; window %s, watermark %s, %s",
-        settings.kafka.topics.typed.name,
+        spark_source(settings).name,
         settings.kafka.bootstrap_servers,
         location,
         spark_interval(settings.spark.windowing.duration),
@@ -396,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             available_now=args.available_now,
             rebuild=args.rebuild,
             stop=stop,
-            status=StatusFile(args.status_file, QUERY_NAME) if args.status_file else None,
+            status=StatusFile(args.status_file, query_name(settings)) if args.status_file else None,
         )
     except StreamingQueryException as error:
         log.error("the query failed: %s", error)

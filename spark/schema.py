@@ -25,9 +25,9 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from app.contract import RecentChange
+from app.contract import RecentChange, contract
 
-__all__ = ["EVENT_SCHEMA", "spark_schema", "spark_type"]
+__all__ = ["EVENT_SCHEMA", "event_schema", "spark_schema", "spark_type"]
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -87,5 +87,10 @@ def spark_schema(model: type[BaseModel]) -> StructType:
     return StructType(fields)
 
 
-#: The schema of the typed topic's value (RecentChange, this schema version).
+#: The schema of the typed topic's value, version 1 (RecentChange).
 EVENT_SCHEMA: StructType = spark_schema(RecentChange)
+
+
+def event_schema(version: int) -> StructType:
+    """The schema of the value of one version's typed topic."""
+    return spark_schema(contract(version).model)

@@ -37,18 +37,17 @@ from datetime import timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from app.config.settings import spark_interval
 from app.contract import (
     EDIT_TYPES,
     HEADER_SCHEMA,
     HEADER_SCHEMA_VERSION,
-    SCHEMA_NAME,
     SCHEMA_VERSION,
     WIKI_ACTIVITY_COUNTERS,
     ChangeType,
     UserKind,
+    contract,
 )
 from spark import (
     SCHEMA_CHECK,
@@ -56,7 +55,7 @@ from spark import (
     TABLE_WIKI_ACTIVITY,
     UNKNOWN_SCHEMA_ROWS,
 )
-from spark.schema import EVENT_SCHEMA
+from spark.schema import event_schema
 
 __all__ = [
     "AGGREGATE_COLUMNS",
@@ -88,16 +87,14 @@ def _header(name: str) -> Column:
     return F.element_at(matching, 1)["value"].cast("string")
 
 
-def known_schema_only(
-    records: DataFrame, version: int = SCHEMA_VERSION, name: str = SCHEMA_NAME
-) -> DataFrame:
+def known_schema_only(records: DataFrame, version: int = SCHEMA_VERSION) -> DataFrame:
     """Kafka records (read with ``includeHeaders``) whose ``schema`` and ``schema-version``
     headers name the contract this job reads; the others (another version, or no header) are
     never parsed with the wrong schema. They are counted instead, per micro-batch, as the
     observed metric :data:`UNKNOWN_SCHEMA_ROWS` of :data:`SCHEMA_CHECK`, which the progress
     report carries into ``pipeline_batches.unknown_schema_rows``."""
     known = (_header(HEADER_SCHEMA_VERSION) == F.lit(str(version))) & (
-        _header(HEADER_SCHEMA) == F.lit(name)
+        _header(HEADER_SCHEMA) == F.lit(contract(version).name)
     )
     flagged = records.withColumn("known_schema", F.coalesce(known, F.lit(False)))
     observed = flagged.observe(
@@ -106,14 +103,31 @@ def known_schema_only(
     return observed.where(F.col("known_schema")).drop("known_schema")
 
 
-def parse_events(records: DataFrame, schema: StructType = EVENT_SCHEMA) -> DataFrame:
-    """Kafka records (a binary ``value``) -> one row per typed event, the contract's columns.
+#: Where each version keeps what version 1 has as a top-level column: the aggregation reads
+#: version 1's columns, whichever version the records are in.
+_AS_VERSION_1: dict[int, dict[str, str]] = {
+    1: {},
+    2: {"user": "editor.name", "user_kind": "editor.kind", "bot": "editor.bot"},
+}
+
+
+def parse_events(records: DataFrame, version: int = SCHEMA_VERSION) -> DataFrame:
+    """Kafka records (a binary ``value``) of one version of the typed event -> one row per
+    event, with version 1's columns (what :func:`aggregate` reads).
 
     A value that is not a typed event (not JSON, no event time or wiki) is dropped: the worker
     writes only validated events, so there is nothing to dead-letter here.
     """
-    parsed = records.select(F.from_json(F.col("value").cast("string"), schema).alias("event"))
-    return parsed.select("event.*").where(
+    parsed = records.select(
+        F.from_json(F.col("value").cast("string"), event_schema(version)).alias("event")
+    ).select("event.*")
+    moved = _AS_VERSION_1[version]
+    if moved:
+        parsed = parsed.select(
+            *(F.col(name) for name in parsed.columns if name != "editor"),
+            *(F.col(path).alias(name) for name, path in moved.items()),
+        )
+    return parsed.where(
         F.col("event_time").isNotNull() & F.col("wiki").isNotNull() & F.col("type").isNotNull()
     )
 

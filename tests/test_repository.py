@@ -42,7 +42,7 @@ def test_readme_documents_every_key() -> None:
     rows = {
         match.group(1): (match.group(2), match.group(3))
         for match in re.finditer(
-            r"^\| `([a-z_.]+)` \| `([A-Z_]+)`[^|]*\| (`[^`]*`) \|", readme, re.M
+            r"^\| `([a-z0-9_.]+)` \| `([A-Z0-9_]+)`[^|]*\| (`[^`]*`) \|", readme, re.M
         )
     }
     for key, variable, default in key_table():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.config.settings import Settings
+from app.config.settings import Settings, TopicSettings
 
 #: The Spark streaming query: its checkpoint's sub-directory and its pipeline_batches rows.
 QUERY_NAME = "wikipulse_aggregates"
@@ -39,6 +39,30 @@ def worker_datadir(settings: Settings) -> Path:
     return settings.home / "worker" / settings.app.id
 
 
+def typed_topic(settings: Settings, version: int) -> TopicSettings:
+    """The topic of one version of the typed event."""
+    topics = settings.kafka.topics
+    return {1: topics.typed, 2: topics.typed_v2}[version]
+
+
+def typed_topics(settings: Settings) -> list[TopicSettings]:
+    """Every typed topic in use: those the worker writes and the one the Spark job reads."""
+    versions = sorted({*settings.app.typed_versions, settings.spark.schema_version})
+    return [typed_topic(settings, version) for version in versions]
+
+
+def spark_source(settings: Settings) -> TopicSettings:
+    """The typed topic the Spark job reads: that of ``spark.schema_version``."""
+    return typed_topic(settings, settings.spark.schema_version)
+
+
+def query_name(settings: Settings) -> str:
+    """The streaming query's name (its checkpoint's sub-directory and its pipeline_batches
+    rows): one per version it reads, so moving to another version starts a new checkpoint."""
+    version = settings.spark.schema_version
+    return QUERY_NAME if version == 1 else f"{QUERY_NAME}_v{version}"
+
+
 def spark_checkpoint(settings: Settings) -> str:
     """The query's checkpoint: ``<spark.checkpoint.location>/<query name>``."""
-    return f"{settings.checkpoint_location.rstrip('/')}/{QUERY_NAME}"
+    return f"{settings.checkpoint_location.rstrip('/')}/{query_name(settings)}"

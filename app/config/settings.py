@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
+from app.contract.versions import CONTRACTS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEVELOPMENT = "development"
 #: The profile that refuses the development defaults (app.config.loading).
@@ -146,7 +148,8 @@ class TopicSettings(_Section):
 
 class TopicsSettings(_Section):
     raw: TopicSettings
-    typed: TopicSettings
+    typed: TopicSettings  # version 1 of the typed event
+    typed_v2: TopicSettings  # version 2
     dead_letter: TopicSettings
 
 
@@ -256,8 +259,15 @@ class SparkSettings(_Section):
     shuffle_partitions: Annotated[int, Field(ge=0)]
     starting_offsets: Literal["earliest", "latest"]
     max_offsets_per_trigger: Annotated[int, Field(ge=0)]
+    #: The version of the typed event the job reads, from that version's topic.
+    schema_version: int
     driver: DriverSettings
     executor: ExecutorSettings
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema_version_is_known(cls, value: int) -> int:
+        return _known_versions([value])[0]
 
     @field_validator("local_ip")
     @classmethod
@@ -303,9 +313,26 @@ class WebSettings(_Section):
     port: Port
 
 
+def _known_versions(versions: list[int]) -> list[int]:
+    known = sorted(CONTRACTS)
+    unknown = [version for version in versions if version not in CONTRACTS]
+    if unknown:
+        raise ValueError(f"no typed-event version {unknown[0]} (known: {known})")
+    return versions
+
+
 class AppSettings(_Section):
     id: str = Field(pattern=r"^[a-zA-Z0-9._-]+$")
+    #: The versions of the typed event the worker writes, each to its own topic.
+    typed_versions: Annotated[list[int], Field(min_length=1)]
     web: WebSettings
+
+    @field_validator("typed_versions")
+    @classmethod
+    def _typed_versions_are_known_and_distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("a version is listed twice")
+        return _known_versions(value)
 
 
 class DashboardSettings(_Section):

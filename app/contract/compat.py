@@ -67,21 +67,41 @@ def _describe(member: Member) -> str:
     return " ".join([kind, *details, *(f"{key}={value}" for key, value in bounds)])
 
 
+def _resolved(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else node
+
+
 def breaking_changes(published: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """What a consumer of ``published`` would trip over in ``current``, one line per problem,
-    each naming its field; empty when ``current`` is backward compatible."""
+    each naming its field (``editor.name`` inside a nested object); empty when ``current`` is
+    backward compatible."""
+    return _object_changes(published, published, current, current, "")
+
+
+def _object_changes(
+    published_root: dict[str, Any],
+    published: dict[str, Any],
+    current_root: dict[str, Any],
+    current: dict[str, Any],
+    prefix: str,
+) -> list[str]:
     problems = []
     fields = current["properties"]
     for name, node in published["properties"].items():
+        field = f"{prefix}{name}"
         if name not in fields:
-            problems.append(f"field {name!r} removed or renamed")
+            problems.append(f"field {field!r} removed or renamed")
             continue
-        accepted = _members(current, fields[name])
-        for member in sorted(_members(published, node), key=repr):
-            if not any(_widens(member, new) for new in accepted):
-                problems.append(f"field {name!r} no longer accepts {_describe(member)}")
+        old, new = _resolved(published_root, node), _resolved(current_root, fields[name])
+        if "properties" in old and "properties" in new:  # a nested object: field by field
+            problems += _object_changes(published_root, old, current_root, new, f"{field}.")
+            continue
+        accepted = _members(current_root, fields[name])
+        for member in sorted(_members(published_root, node), key=repr):
+            if not any(_widens(member, new_member) for new_member in accepted):
+                problems.append(f"field {field!r} no longer accepts {_describe(member)}")
     newly = set(current.get("required", ())) - set(published.get("required", ()))
-    problems += [f"field {name!r} newly required" for name in sorted(newly)]
+    problems += [f"field {prefix + name!r} newly required" for name in sorted(newly)]
     return problems
 
 

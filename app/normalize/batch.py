@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from app.config.names import dedup_changelog_topic
+from app.config.names import dedup_changelog_topic, typed_topic
 from app.config.settings import Settings
 from app.contract import (
     HEADER_ORIGIN_OFFSET,
@@ -39,10 +39,12 @@ from app.contract import (
     HEADER_RECEIVED_AT,
     HEADER_SSE_ID,
     HEADER_TRUNCATED_FROM,
-    TYPED_HEADERS,
     Canary,
+    Contract,
     Outcome,
     RecentChange,
+    RecentChangeV2,
+    contract,
 )
 from app.normalize.event import Filters, RejectCode, Rejected, normalize
 
@@ -60,7 +62,7 @@ def origin_headers(topic: str, partition: int, offset: int) -> list[tuple[str, b
     ]
 
 
-def encode_typed(event: RecentChange) -> bytes:
+def encode_typed(event: RecentChange | RecentChangeV2) -> bytes:
     return orjson.dumps(event.model_dump())
 
 
@@ -202,7 +204,8 @@ class Batch:
 @dataclass(frozen=True)
 class Topics:
     raw: str
-    typed: str
+    #: (contract, topic) of each version the worker writes (``app.typed_versions``).
+    typed_versions: tuple[tuple[Contract, str], ...]
     dead_letter: str
     changelog: str
 
@@ -211,10 +214,18 @@ class Topics:
         topics = settings.kafka.topics
         return cls(
             raw=topics.raw.name,
-            typed=topics.typed.name,
+            typed_versions=tuple(
+                (contract(version), typed_topic(settings, version).name)
+                for version in settings.app.typed_versions
+            ),
             dead_letter=topics.dead_letter.name,
             changelog=dedup_changelog_topic(settings),
         )
+
+    @property
+    def typed(self) -> str:
+        """The topic of the first version written."""
+        return self.typed_versions[0][1]
 
 
 def headers_dict(headers: Any) -> dict[str, bytes]:
@@ -285,11 +296,10 @@ def plan_batch(
             continue
         in_batch.add(event_id)
         batch.new_ids.append(event_id)
-        batch.outputs.append(
-            Output(
-                topics.typed, result.kafka_key(), encode_typed(result), [*TYPED_HEADERS, *origin]
-            )
-        )
+        key = result.kafka_key()
+        for typed, topic in topics.typed_versions:
+            value = encode_typed(typed.event(result))
+            batch.outputs.append(Output(topic, key, value, [*typed.headers, *origin]))
         batch.last_event_time = result.event_time.timestamp()
         batch.outcomes[Outcome.VALID] += 1
     if batch.new_ids:

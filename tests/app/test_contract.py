@@ -15,27 +15,58 @@ from typing import Any
 
 import pytest
 
-from app.contract import SCHEMA_FILE, SCHEMA_NAME, SCHEMA_VERSION, json_schema, render_json_schema
+from app.contract import CONTRACTS, V1, V2, Contract, json_schema
 from app.contract.compat import PUBLISHED_DIR, breaking_changes, published_schemas
 
+VERSIONS = list(CONTRACTS.values())
 
-def test_committed_schema_matches_the_model() -> None:
-    assert SCHEMA_FILE.name == f"recentchange.v{SCHEMA_VERSION}.json"
-    assert SCHEMA_FILE.read_text() == render_json_schema(), (
+
+@pytest.mark.parametrize("contract", VERSIONS, ids=lambda c: f"v{c.version}")
+def test_committed_schema_matches_the_model(contract: Contract) -> None:
+    assert contract.schema_file.name == f"recentchange.v{contract.version}.json"
+    assert contract.schema_file.read_text() == contract.render_json_schema(), (
         "the typed model changed: run `python -m app.contract` and commit app/contract/schemas/"
     )
 
 
-def test_model_is_compatible_with_every_published_version() -> None:
-    current = json_schema()
-    published = published_schemas(SCHEMA_VERSION)  # raises when none is frozen
-    assert f"recentchange.v{SCHEMA_VERSION}.json" in published
+@pytest.mark.parametrize("contract", VERSIONS, ids=lambda c: f"v{c.version}")
+def test_model_is_compatible_with_every_published_schema_of_its_version(
+    contract: Contract,
+) -> None:
+    current = contract.json_schema()
+    published = published_schemas(contract.version)  # raises when none is frozen
+    assert f"recentchange.v{contract.version}.json" in published
     for name, schema in published.items():
-        assert schema["$id"] == SCHEMA_NAME, name
+        assert schema["$id"] == f"wikipulse/recentchange/{contract.version}", name
         assert breaking_changes(schema, current) == [], (
             f"incompatible with the published {name}: an incompatible change to the typed "
-            "event needs a new SCHEMA_VERSION (and topic)"
+            "event needs a new version (and topic)"
         )
+
+
+def test_version_2_is_a_new_major_because_it_breaks_version_1() -> None:
+    """Why version 2 has a topic of its own: a reader of version 1 would lose three fields."""
+    assert breaking_changes(published_schemas(1)["recentchange.v1.json"], V2.json_schema()) == [
+        # In the published schema's field order (alphabetical).
+        "field 'bot' removed or renamed",
+        "field 'schema_version' no longer accepts integer [1]",
+        "field 'user' removed or renamed",
+        "field 'user_kind' removed or renamed",
+        "field 'editor' newly required",
+    ]
+
+
+def test_a_nested_field_is_checked_field_by_field() -> None:
+    published = published_schemas(2)["recentchange.v2.json"]
+    removed = copy.deepcopy(V2.json_schema())
+    del removed["$defs"]["Editor"]["properties"]["kind"]
+    assert breaking_changes(published, removed) == ["field 'editor.kind' removed or renamed"]
+    narrowed = copy.deepcopy(V2.json_schema())
+    narrowed["$defs"]["Editor"]["properties"]["name"] = {"type": "string"}
+    assert breaking_changes(published, narrowed) == ["field 'editor.name' no longer accepts null"]
+    widened = copy.deepcopy(V2.json_schema())
+    widened["$defs"]["Editor"]["properties"]["team"] = {"type": "string"}
+    assert breaking_changes(published, widened) == []
 
 
 def test_every_major_version_is_frozen_under_its_name() -> None:
@@ -47,19 +78,19 @@ def test_every_major_version_is_frozen_under_its_name() -> None:
         schema = json.loads((PUBLISHED_DIR / name).read_text(encoding="utf-8"))
         assert schema["$id"] == f"wikipulse/recentchange/{match.group(1)}", name
         majors.add(int(match.group(1)))
-    assert majors == set(range(1, SCHEMA_VERSION + 1)), names
+    assert majors == set(CONTRACTS), names
 
 
 def test_a_missing_frozen_schema_fails_the_check(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"recentchange\.v1\.json"):
         published_schemas(1, tmp_path)
     with pytest.raises(FileNotFoundError):
-        published_schemas(SCHEMA_VERSION + 1)
+        published_schemas(max(CONTRACTS) + 1)
 
 
 @pytest.fixture
 def published() -> dict[str, Any]:
-    return published_schemas(1)["recentchange.v1.json"]
+    return published_schemas(V1.version)["recentchange.v1.json"]
 
 
 @pytest.fixture

@@ -331,3 +331,40 @@ async def test_a_failing_loop_crashes_the_app_so_the_worker_stops(
     assert app.crashed and app.crash_reason is failure
     await app.stop()
     assert consumer.stopped
+
+
+def test_both_versions_written_for_each_valid_event_in_one_batch() -> None:
+    """``APP_TYPED_VERSIONS=[1, 2]``: each event goes to both topics, in the same batch (so in
+    the same transaction), each record under its version's headers."""
+    both = Topics.of(
+        load_settings(environ={"WIKIPULSE_ENV_FILE": "/nonexistent", "APP_TYPED_VERSIONS": "[1,2]"})
+    )
+    assert [topic for _, topic in both.typed_versions] == [
+        "wikimedia.recentchange.v1",
+        "wikimedia.recentchange.v2",
+    ]
+    hidden = examples.hidden_user_edit()
+    hidden["meta"]["id"] = "0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"  # a change of its own
+    payloads = [encoded(examples.current_edit()), encoded(hidden)]
+    batch = plan(both, DedupState(WINDOW), payloads)
+    typed = [out for out in batch.outputs if out.topic != both.changelog]
+    assert [out.topic for out in typed] == [
+        "wikimedia.recentchange.v1", "wikimedia.recentchange.v2"
+    ] * 2  # fmt: skip
+    for v1, v2, payload in zip(typed[::2], typed[1::2], payloads, strict=True):
+        assert v1.key == v2.key
+        assert dict(v1.headers)["schema"] == b"wikipulse/recentchange/1"
+        assert dict(v2.headers)["schema"] == b"wikipulse/recentchange/2"
+        assert dict(v2.headers)["schema-version"] == b"2"
+        one, two = orjson.loads(v1.value), orjson.loads(v2.value)
+        source = orjson.loads(payload)
+        assert two["editor"] == {
+            "name": source.get("user"),
+            "kind": one["user_kind"],
+            "bot": source["bot"],
+        }
+        assert {k: v for k, v in one.items() if k not in ("user", "user_kind", "bot")} == {
+            **{k: v for k, v in two.items() if k != "editor"},
+            "schema_version": 1,
+        }
+    assert orjson.loads(typed[3].value)["editor"] == {"name": None, "kind": "hidden", "bot": False}
