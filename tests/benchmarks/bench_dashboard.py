@@ -1,16 +1,14 @@
-"""Benchmark of the dashboard's queries on 30 days of aggregates at live volume (prints figures;
-not a test, not collected by pytest).
+"""Dashboard benchmark: the page's queries on days of aggregates at live volume, and what the
+rollups cost their writers. Prints figures, asserts nothing (not collected by pytest).
 
     .venv/bin/python tests/benchmarks/bench_dashboard.py [--days 30] [--users-per-minute 480]
-        [--wikis-per-minute 150] [--samples 20] [--keep | --reuse HOME]
+        [--wikis-per-minute 150] [--samples 20] [--rows 100000] [--skip-writes]
+        [--smoke] [--reuse-services] [--json FILE]
 
-``--keep`` leaves the seeded database (and its PostgreSQL) in place and prints how to measure
-it again with ``--reuse HOME`` (part 3 only: part 4 changes the data); ``--reuse HOME --drop``
-measures parts 3 and 4, then deletes it.
-Timings are only as good as the machine is quiet: the load average of other processes is
-printed before and after the measurements.
-
-Starts its own PostgreSQL (in /tmp, on a free port, like the test session) and:
+Everything runs in databases of its own, dropped after: in a PostgreSQL it starts (a temporary
+home, a free port, like the test session) and stops, or with ``--reuse-services`` in the
+configured, running one. Timings are only as good as the machine is quiet: the load average is
+printed before and after the panels.
 
 1. **Seeds** a database at revision 0002 with ``--days`` days of one-minute windows ending now,
    generated in SQL (``generate_series``), in time order as the Spark job writes them:
@@ -22,26 +20,29 @@ Starts its own PostgreSQL (in /tmp, on a free port, like the test session) and:
    existing installation goes through); then ``VACUUM ANALYZE`` (autovacuum's job in production).
 3. **Measures each panel** as the page runs it — the uncached query functions of
    :mod:`dashboards.queries`, one after the other — for every range at ``--samples`` moments
-   spread over the last day (every alignment of the span's edges), and prints p50 / p95 / max
-   per panel. Target: p95 <= 50 ms.
-4. **Measures the write cost** of the rollups: the Spark sink's upsert of one live-size
-   micro-batch with and without the triggers, 100k rows into empty tables (at 0002, at head,
-   and a plain COPY), and the retention deleting the oldest hour.
+   spread over the last day (every alignment of the span's edges), with and without filters;
+   prints p50 / p95 / max per panel and range. The figure of a panel is its worst p95 over its
+   ranges and filters. Goal: p95 <= 50 ms.
+4. **Measures the write cost** of the rollups, as ratios of interleaved rounds
+   (tests/benchmarks/method.py), each side timed from its first statement to its commit:
+   the Spark sink's upsert of one live-size micro-batch with the rollup triggers against the
+   same upsert with the triggers disabled; ``--rows`` user rows into empty tables, the sink's
+   upsert against ``COPY`` into the same table, both with the rollup triggers, then both without
+   (disabled); and, once, the retention deleting the oldest hour.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,35 +60,53 @@ from dashboards import queries, view  # noqa: E402
 from dashboards.view import Filters, Span  # noqa: E402
 from infra.migrations import alembic_config  # noqa: E402
 from infra.stack import Stack  # noqa: E402
-from tests.conftest import stack_environment  # noqa: E402
+from spark.retention import delete_expired  # noqa: E402
+from spark.sink import BatchRows, PostgresSink  # noqa: E402
+from tests.benchmarks.method import Goal, Report, add_arguments, interleaved, percentile  # noqa: E402
+from tests.conftest import make_home, stack_environment  # noqa: E402
 
-TARGET_MS = 50.0
+GOAL_MS = 50.0
+ROUNDS, SMOKE_ROUNDS = 5, 2
+#: The sizes at full size, and with --smoke: one day of a thin stream, a few samples, a small
+#: bulk write (seconds, not minutes). What the command line gives wins.
+FULL = {
+    "days": 30,
+    "users_per_minute": 480,
+    "wikis_per_minute": 150,
+    "samples": 20,
+    "rows": 100_000,
+}
+SMOKE = {"days": 1, "users_per_minute": 20, "wikis_per_minute": 10, "samples": 2, "rows": 2_000}
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 # ---- services ----------------------------------------------------------------------------------
 
 
-def start_postgres(reuse: Path | None) -> tuple[Stack, dict[str, str]]:
-    if reuse is not None:
-        environ = json.loads((reuse / "bench.json").read_text())
-    else:
-        home = Path(tempfile.mkdtemp(prefix="wikipulse-bench-", dir="/tmp"))
-        environ = stack_environment(home)
+@contextmanager
+def postgres(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A running PostgreSQL and the environment naming it: the configured one
+    (``--reuse-services``), or one of our own in a temporary home, stopped and deleted after."""
+    if reuse:
+        environ = dict(os.environ)
+        yield Stack(load_settings(environ=environ)), environ
+        return
+    home = make_home("wikipulse-bench-")
+    environ = stack_environment(home)
     stack = Stack(load_settings(environ=environ))
-    stack.postgres.start()
-    return stack, environ
+    try:
+        stack.postgres.start()
+        yield stack, environ
+    finally:
+        stack.down(purge=True)  # the home with it
 
 
-def new_database(stack: Stack, environ: dict[str, str], revision: str) -> Settings:
+@contextmanager
+def scratch_database(stack: Stack, environ: dict[str, str], revision: str) -> Iterator[Settings]:
+    """A new database owned by the configured user, migrated to ``revision``; dropped after."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with stack.postgres.admin() as cursor:
         cursor.execute(
@@ -95,9 +114,13 @@ def new_database(stack: Stack, environ: dict[str, str], revision: str) -> Settin
                 sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
             )
         )
-    settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
-    command.upgrade(alembic_config(settings), revision)
-    return settings
+    try:
+        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
+        command.upgrade(alembic_config(settings), revision)
+        yield settings
+    finally:
+        with stack.postgres.admin() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def run(settings: Settings, statement: str, params: Any = None, *, autocommit: bool = False) -> Any:
@@ -259,7 +282,8 @@ def panels(engine: Any, heavy_user: str, tail_user: str) -> dict[str, Callable[.
     }
 
 
-def measure_panels(settings: Settings, end: datetime, samples: int) -> list[tuple[Any, ...]]:
+def measure_panels(settings: Settings, end: datetime, samples: int) -> list[dict[str, Any]]:
+    """p50 / p95 / max in milliseconds of each panel, filter and range."""
     engine = queries.make_engine(settings.postgres)
     [(heavy,)] = run(settings, "SELECT user_name FROM user_edit_rollup WHERE grain = 'day' "
                                "ORDER BY edits DESC LIMIT 1")  # fmt: skip
@@ -280,7 +304,6 @@ def measure_panels(settings: Settings, end: datetime, samples: int) -> list[tupl
             if name in ("pipeline health", "wiki filter options") and filtered:
                 continue
             for choice in choices:
-                label = choice.range if choice.range != "custom" else "custom 3 d"
                 timings = []
                 for moment in [moments[0], *moments]:  # the first run warms the plans
                     span = view.resolve(choice, now=moment, oldest=oldest)
@@ -290,24 +313,106 @@ def measure_panels(settings: Settings, end: datetime, samples: int) -> list[tupl
                     timings.append((time.perf_counter() - started) * 1000)
                 timings = timings[1:]
                 results.append(
-                    (name, "filtered" if filtered else "", label,
-                     statistics.median(timings), percentile(timings, 0.95), max(timings))
-                )  # fmt: skip
+                    {
+                        "panel": name,
+                        "filtered": filtered,
+                        "range": choice.range if choice.range != "custom" else "custom 3 d",
+                        "p50": statistics.median(timings),
+                        "p95": percentile(timings, 0.95),
+                        "max": max(timings),
+                    }
+                )
     engine.dispose()
     return results
+
+
+def report_panels(report: Report, results: list[dict[str, Any]], days: int) -> None:
+    say(f"  {'panel':22s} {'':9s} {'range':11s} {'p50':>7s} {'p95':>7s} {'max':>7s}")
+    for row in results:
+        flag = "" if row["p95"] <= GOAL_MS else "  <-- over the goal"
+        say(
+            f"  {row['panel']:22s} {'filtered' if row['filtered'] else '':9s} {row['range']:11s} "
+            f"{row['p50']:7.1f} {row['p95']:7.1f} {row['max']:7.1f}{flag}"
+        )
+    for name in dict.fromkeys(row["panel"] for row in results):
+        rows = [row for row in results if row["panel"] == name]
+        worst = max(rows, key=lambda row: row["p95"])
+        report.add(
+            f"panels.{name.replace(' ', '_').lower()}.p95",
+            f"dashboard panel '{name}': p95 on {days} day{'s' if days != 1 else ''} of "
+            "aggregates (worst range)",
+            worst["p95"],
+            "ms",
+            goal=Goal(GOAL_MS, at_least=False),
+            worst_range=worst["range"],
+            worst_filtered=worst["filtered"],
+            ranges=rows,
+        )
 
 
 # ---- 4. writes ---------------------------------------------------------------------------------
 
 
-def write_costs(stack: Stack, environ: dict[str, str], settings: Settings, end: datetime) -> None:
-    from spark.retention import delete_expired
-    from spark.sink import BatchRows, PostgresSink
+def upsert(settings: Settings, rows: BatchRows, batch_id: int) -> float:
+    """The Spark sink's write of one batch: seconds from its first statement to its commit."""
+    sink = PostgresSink(settings.postgres, query_name="bench")
+    try:
+        sink.forget_batches()  # connects outside the measurement
+        started = time.perf_counter()
+        sink.write_batch(batch_id, rows)
+        return time.perf_counter() - started
+    finally:
+        sink.close()
 
-    # one live micro-batch: the running minute's windows again (counts + 1) and the next one's
+
+def copy_user_rows(settings: Settings, rows: list[tuple[Any, ...]]) -> float:
+    """COPY into user_edit_counts itself (its triggers fire as for the upsert): seconds from the
+    COPY to its commit."""
+    buffer = io.StringIO()
+    for start, end, name, count in rows:
+        buffer.write(f"{start.isoformat()}\t{end.isoformat()}\t{name}\t{count}\n")
+    buffer.seek(0)
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
+    try:
+        started = time.perf_counter()
+        with connection, connection.cursor() as cursor:
+            cursor.copy_expert(
+                "COPY user_edit_counts (window_start, window_end, user_name, edit_count) "
+                "FROM STDIN",
+                buffer,
+            )
+        return time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def emptied(settings: Settings) -> None:
+    """Every table of the schema empty again (untimed, between sides); a statement per table:
+    at head, truncating a base table truncates its rollups too (a trigger)."""
+    tables = run(
+        settings,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename <> 'alembic_version'",
+    )
+    run(
+        settings,
+        sql.SQL("; ").join(sql.SQL("TRUNCATE {}").format(sql.Identifier(t)) for (t,) in tables),
+    )
+
+
+def triggers(settings: Settings, enabled: bool) -> None:
+    verb = "ENABLE" if enabled else "DISABLE"
+    run(settings, f"ALTER TABLE user_edit_counts {verb} TRIGGER USER; "
+                  f"ALTER TABLE wiki_activity {verb} TRIGGER USER")  # fmt: skip
+
+
+def bench_live_batch(report: Report, settings: Settings, end: datetime, rounds: int) -> None:
+    """A live micro-batch: the last minute's windows again (counts + 1) and a new minute's."""
     last = view.floor(end, "minute") - timedelta(minutes=1)
+    minutes = iter(range(1, 2 * rounds + 1))
+    batch_ids = iter(range(10_000_000, 10_000_000 + 2 * rounds))
 
-    def live_batch(minute: datetime) -> BatchRows:
+    def live_batch() -> BatchRows:
         users = run(
             settings,
             "SELECT window_start, window_end, user_name, edit_count + 1 FROM user_edit_counts "
@@ -321,162 +426,93 @@ def write_costs(stack: Stack, environ: dict[str, str], settings: Settings, end: 
             "WHERE window_start = %s",
             (last,),
         )
-        shift = minute - last
+        shift = timedelta(minutes=next(minutes))
         return BatchRows(
             users + [(s + shift, e + shift, n, c) for s, e, n, c in users],
             wikis + [(s + shift, e + shift, *rest) for s, e, *rest in wikis],
         )
 
-    def upsert(target: Settings, rows: BatchRows, batch_id: int) -> float:
-        sink = PostgresSink(target.postgres, query_name="bench")
+    def without_rollups() -> float:
+        rows = live_batch()
+        triggers(settings, enabled=False)
         try:
-            sink.forget_batches()  # connects outside the measurement
-            started = time.perf_counter()
-            sink.write_batch(batch_id, rows)
-            return time.perf_counter() - started
+            return upsert(settings, rows, next(batch_ids))
         finally:
-            sink.close()
+            triggers(settings, enabled=True)
 
-    say("\n4. write cost of the rollups")
-    with_triggers, without = [], []
-    for attempt in range(3):
-        rows = live_batch(last + timedelta(minutes=1 + 2 * attempt))
-        with_triggers.append(upsert(settings, rows, 10_000_000 + 2 * attempt))
-        run(settings, "ALTER TABLE user_edit_counts DISABLE TRIGGER USER; "
-                      "ALTER TABLE wiki_activity DISABLE TRIGGER USER")  # fmt: skip
-        try:
-            rows = live_batch(last + timedelta(minutes=2 + 2 * attempt))
-            without.append(upsert(settings, rows, 10_000_001 + 2 * attempt))
-        finally:
-            run(settings, "ALTER TABLE user_edit_counts ENABLE TRIGGER USER; "
-                          "ALTER TABLE wiki_activity ENABLE TRIGGER USER")  # fmt: skip
-    count = len(rows.user_edit_counts) + len(rows.wiki_activity)
-    say(
-        f"  a live micro-batch ({count:,} rows, half updates): "
-        f"{statistics.median(with_triggers) * 1000:.0f} ms with the rollups, "
-        f"{statistics.median(without) * 1000:.0f} ms without (triggers disabled)"
+    def with_rollups() -> float:
+        return upsert(settings, live_batch(), next(batch_ids))
+
+    [(users, wikis)] = run(
+        settings,
+        "SELECT (SELECT count(*) FROM user_edit_counts WHERE window_start = %(m)s), "
+        "(SELECT count(*) FROM wiki_activity WHERE window_start = %(m)s)",
+        {"m": last},
+    )
+    comparison = interleaved(2 * (users + wikis), without_rollups, with_rollups, rounds=rounds)
+    report.ratio(
+        "writes.live_batch.ratio",
+        f"a live micro-batch's upsert ({comparison.units:,} rows, half updates) with the "
+        "rollup triggers vs without",
+        comparison,
+        unit_name="rows",
     )
 
+
+def bench_bulk(
+    report: Report, stack: Stack, environ: dict[str, str], count: int, rounds: int
+) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    synthetic = BatchRows(
+    rows = BatchRows(
         [
-            (
-                start + timedelta(minutes=i // 500),
-                start + timedelta(minutes=i // 500 + 1),
-                f"user{i % 500}",
-                i % 7 + 1,
-            )
-            for i in range(100_000)
+            (start + timedelta(minutes=i // 500), start + timedelta(minutes=i // 500 + 1),
+             f"user{i % 500}", i % 7 + 1)
+            for i in range(count)
         ],
         [],
-    )  # fmt: skip  (bench_spark.py's synthetic rows)
-    rates = {}
-    for revision in ("0002", "head"):
-        target = new_database(stack, environ, revision)
-        rates[revision] = 100_000 / upsert(target, synthetic, 0)
-        rates[f"{revision} COPY"] = 100_000 / copy_rows(target, synthetic.user_edit_counts)
-    say(
-        f"  100k user rows into empty tables: upsert {rates['head']:,.0f} rows/s at head "
-        f"({rates['head'] / rates['head COPY']:.2f}x COPY {rates['head COPY']:,.0f}), "
-        f"{rates['0002']:,.0f} rows/s at 0002 "
-        f"({rates['0002'] / rates['0002 COPY']:.2f}x COPY {rates['0002 COPY']:,.0f})"
-    )
+    )  # fmt: skip
+    with scratch_database(stack, environ, "head") as settings:
 
+        def copy() -> float:
+            emptied(settings)
+            return copy_user_rows(settings, rows.user_edit_counts)
+
+        def upserted() -> float:
+            emptied(settings)
+            return upsert(settings, rows, 0)
+
+        for rollups in (True, False):
+            triggers(settings, enabled=rollups)  # the same for both sides of the comparison
+            comparison = interleaved(count, copy, upserted, rounds=rounds)
+            report.ratio(
+                f"writes.upsert_vs_copy.{'rollups' if rollups else 'plain'}",
+                f"the sink's upsert of {count:,} user rows into empty tables vs COPY into the "
+                f"same table, {'with' if rollups else 'without'} the rollup triggers",
+                comparison,
+                unit_name="rows",
+            )
+
+
+def bench_retention(report: Report, settings: Settings) -> None:
     [(oldest, newest)] = run(
         settings, "SELECT min(window_start), max(window_start) FROM user_edit_counts"
     )
-    # the retention counts back from the newest window: this one reaches the oldest hour
+    # The retention counts back from the newest window: this one reaches the oldest hour.
     started = time.perf_counter()
     deleted = delete_expired(
         settings.postgres, retention=newest - oldest - timedelta(hours=1), pause=0
     )
     elapsed = time.perf_counter() - started
-    say(
-        f"  retention, the oldest hour: {deleted} in {elapsed:.1f} s "
-        "(rollups and sketches updated by the triggers)"
+    report.add(
+        "writes.retention_hour",
+        "retention deleting the oldest hour (rollups and sketches updated by the triggers)",
+        elapsed,
+        "s",
+        deleted=deleted,
     )
-
-
-def copy_rows(settings: Settings, rows: list[tuple[Any, ...]]) -> float:
-    connection = psycopg2.connect(**libpq_params(settings.postgres))
-    try:
-        with connection, connection.cursor() as cursor:
-            cursor.execute("CREATE TABLE copy_user_edit_counts (LIKE user_edit_counts "
-                           "INCLUDING ALL)")  # fmt: skip
-        buffer = io.StringIO()
-        for start, end, name, count in rows:
-            buffer.write(f"{start.isoformat()}\t{end.isoformat()}\t{name}\t{count}\n")
-        buffer.seek(0)
-        started = time.perf_counter()
-        with connection, connection.cursor() as cursor:
-            cursor.copy_expert(
-                "COPY copy_user_edit_counts (window_start, window_end, user_name, edit_count) "
-                "FROM STDIN",
-                buffer,
-            )
-        return time.perf_counter() - started
-    finally:
-        connection.close()
 
 
 # ---- main --------------------------------------------------------------------------------------
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--users-per-minute", type=int, default=480)
-    parser.add_argument("--wikis-per-minute", type=int, default=150)
-    parser.add_argument("--samples", type=int, default=20)
-    parser.add_argument("--skip-writes", action="store_true", help="skip part 4")
-    parser.add_argument("--keep", action="store_true", help="keep the seeded database")
-    parser.add_argument("--reuse", type=Path, help="measure the database --keep left in HOME")
-    parser.add_argument(
-        "--drop", action="store_true", help="with --reuse: measure (parts 3 and 4), then delete"
-    )
-    args = parser.parse_args()
-
-    say(f"cores: {os.cpu_count()}")
-    stack, environ = start_postgres(args.reuse)
-    keep = args.keep or (args.reuse is not None and not args.drop)
-    try:
-        if args.reuse is None:
-            settings = new_database(stack, environ, "0002")
-            end = view.live_end(datetime.now(UTC))
-            seed_and_migrate(settings, end, args)
-            environ = {**environ, "POSTGRES_DATABASE": settings.postgres.database,
-                       "BENCH_END": end.isoformat()}  # fmt: skip
-            (stack.home.root / "bench.json").write_text(json.dumps(environ))
-        settings = load_settings(environ={k: v for k, v in environ.items() if k != "BENCH_END"})
-        end = datetime.fromisoformat(environ["BENCH_END"])
-
-        say(f"\n3. panels: {args.samples} moments over the last day, each range; milliseconds")
-        say(f"  load average before: {os.getloadavg()[0]:.2f} (other processes skew timings)")
-        say(f"  {'panel':22s} {'':9s} {'range':11s} {'p50':>7s} {'p95':>7s} {'max':>7s}")
-        results = measure_panels(settings, end, args.samples)
-        for name, filtered, label, p50, p95, worst in results:
-            flag = "" if p95 <= TARGET_MS else "  <-- over target"
-            say(f"  {name:22s} {filtered:9s} {label:11s} {p50:7.1f} {p95:7.1f} {worst:7.1f}{flag}")
-        over = [r for r in results if r[4] > TARGET_MS]
-        worst_p95 = max(r[4] for r in results)
-        say(
-            f"  worst p95 {worst_p95:.1f} ms; {len(over)} of {len(results)} over "
-            f"{TARGET_MS:.0f} ms (filtered: wikis {', '.join(WIKI_FILTER)} and no bots; "
-            "user lookup: a heavy editor, filtered: an occasional one)"
-        )
-        say(f"  load average after: {os.getloadavg()[0]:.2f}")
-        if args.skip_writes or keep:
-            say("\n4. skipped (it changes the data: not with --skip-writes, --keep or --reuse)")
-        else:
-            write_costs(stack, environ, settings, end)
-    finally:
-        if keep:
-            stack.postgres.stop()
-            say(f"\nkept: {stack.home.root} (again: --reuse {stack.home.root}; "
-                f"last time: --reuse {stack.home.root} --drop)")  # fmt: skip
-        else:
-            stack.down(purge=True)
-    return 0
 
 
 def seed_and_migrate(settings: Settings, end: datetime, args: argparse.Namespace) -> None:
@@ -498,6 +534,50 @@ def seed_and_migrate(settings: Settings, end: datetime, args: argparse.Namespace
     vacuuming = time.perf_counter() - started
     say(f"  seeding {seeding:.0f} s, migration {migrating:.0f} s, VACUUM {vacuuming:.0f} s")
     size_report(settings)
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, value in FULL.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value:,}")
+    parser.add_argument("--skip-writes", action="store_true", help="skip part 4")
+    parser.add_argument(
+        "--reuse-services",
+        action="store_true",
+        help="use the configured, running PostgreSQL (databases of its own, dropped after) "
+        "instead of starting one",
+    )
+    add_arguments(parser)
+    args = parser.parse_args()
+    for name, value in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main() -> int:
+    args = arguments()
+    report = Report("bench_dashboard", smoke=args.smoke)
+    rounds = SMOKE_ROUNDS if args.smoke else ROUNDS
+    with postgres(args.reuse_services) as (stack, environ):
+        with scratch_database(stack, environ, "0002") as settings:
+            end = view.live_end(datetime.now(UTC))
+            seed_and_migrate(settings, end, args)
+
+            say(f"\n3. panels: {args.samples} moments over the last day, each range; ms")
+            say(f"  load average before: {os.getloadavg()[0]:.2f} (other processes skew timings)")
+            results = measure_panels(settings, end, args.samples)
+            report_panels(report, results, args.days)
+            say(f"  load average after: {os.getloadavg()[0]:.2f}")
+
+            if not args.skip_writes:
+                say(f"\n4. write cost of the rollups, {rounds} interleaved rounds")
+                bench_live_batch(report, settings, end, rounds)
+                bench_retention(report, settings)
+        if not args.skip_writes:
+            bench_bulk(report, stack, environ, args.rows, rounds)
+    report.finish(args.json)
+    return 0
 
 
 if __name__ == "__main__":
