@@ -73,6 +73,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+#: The Spark driver's heap in every stack the suite starts (spark-submit's JVM) and in the Spark
+#: tests' own SparkSession: one value everywhere, small enough for the suite to fit a 4 GB machine.
+#: Not in stack_environment: the benchmarks' stacks keep the configured default.
+SPARK_DRIVER_MEMORY = "768m"
+
+
 def stack_environment(home: Path) -> dict[str, str]:
     """Environment variables for a stack of our own: its home, free ports, a password."""
     return {
@@ -89,6 +95,11 @@ def stack_environment(home: Path) -> dict[str, str]:
     }
 
 
+def suite_environment(home: Path) -> dict[str, str]:
+    """stack_environment for a stack the suite starts: with the suite's Spark driver memory."""
+    return {**stack_environment(home), "SPARK_DRIVER_MEMORY": SPARK_DRIVER_MEMORY}
+
+
 def make_home(prefix: str) -> Path:
     # Not under pytest's tmp_path: its parents are private (0700), and PostgreSQL's own user
     # must be able to reach its data directory.
@@ -98,7 +109,7 @@ def make_home(prefix: str) -> Path:
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     home = make_home("wikipulse-test-")
-    yield stack_environment(home)
+    yield suite_environment(home)
     shutil.rmtree(home, ignore_errors=True)
 
 

@@ -40,10 +40,10 @@ def clean_environ() -> dict[str, str]:
 
 def cli_environment(home: Path, **extra: str) -> dict[str, str]:
     """The environment of ``./infra/wikipulse`` run on a stack of its own in ``home`` (free
-    ports, no developer configuration), plus ``extra`` variables."""
-    from tests.conftest import stack_environment
+    ports, no developer configuration, the suite's Spark driver memory), plus ``extra``."""
+    from tests.conftest import suite_environment
 
-    return {**clean_environ(), **stack_environment(home), **extra}
+    return {**clean_environ(), **suite_environment(home), **extra}
 
 
 def run_cli(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from app.config import Settings
-from dashboards import queries, sql, view
+from dashboards import queries, view
 from dashboards.view import Span
 from infra.stack import Stack
 from tests.dashboards import seed
@@ -21,6 +21,11 @@ pytestmark = pytest.mark.integration
 
 START = datetime(2026, 6, 10, tzinfo=UTC)
 DAYS = 3
+
+
+#: Without bots, per-user panels hide names in which "bot" ends a word, in any case
+#: (dashboards/README.md): PostgreSQL's case-insensitive match of this pattern.
+BOT_NAMES = r"bot\M"
 
 
 def at(hours: float) -> datetime:
@@ -106,7 +111,7 @@ def test_top_contributors_equal_a_group_by(
         "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 25",
         span,
         bots=bots,
-        pattern=sql.BOT_NAME_PATTERN,
+        pattern=BOT_NAMES,
     )
     assert list(got.itertuples(index=False, name=None)) == expected
 

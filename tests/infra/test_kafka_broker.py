@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -61,18 +61,17 @@ async def test_produce_and_consume_through_the_local_broker(
     )
     await consumer.start()
     try:
-        received: list[bytes] = []
+        received: list[ConsumerRecord[bytes, bytes]] = []
         for _ in range(20):
             batch = await consumer.getmany(timeout_ms=1000)
             received += [
-                m.value
-                for messages in batch.values()
-                for m in messages
-                if m.value.startswith(marker)
+                m for messages in batch.values() for m in messages if m.value.startswith(marker)
             ]
             if len(received) == 5:
                 break
     finally:
         await consumer.stop()
-    assert sorted(received) == sorted(marker + b"-%d" % i for i in range(5))
-    assert all(record.offset >= 0 for record in sent)
+    # Each record once, with its key, at the partition and offset the broker acknowledged.
+    assert sorted((m.partition, m.offset, m.key, m.value) for m in received) == sorted(
+        (r.partition, r.offset, b"page-%d" % i, marker + b"-%d" % i) for i, r in enumerate(sent)
+    )

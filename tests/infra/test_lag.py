@@ -296,7 +296,6 @@ def test_spark_lag_from_the_checkpoint_of_a_real_run(
             **overrides,
             "POSTGRES_DATABASE": settings.postgres.database,
             "SPARK_MASTER": "local[2]",
-            "SPARK_DRIVER_MEMORY": "768m",
             "SPARK_LOCAL_IP": "127.0.0.1",
         }
         result = subprocess.run(

@@ -31,7 +31,7 @@ from infra.kafka import LocalKafka
 from infra.postgres import RUN_AS_USER, LocalPostgres
 from infra.processes import free_port, wait_for
 from infra.stack import Stack
-from tests.conftest import make_home
+from tests.conftest import make_home, suite_environment
 
 POSTGRES_PASSWORD = "pg-Secret-4b1d9e-do-not-log"
 KAFKA_USER = "wikipulse"
@@ -81,7 +81,7 @@ def _make_signed(directory: Path, name: str, extensions: str) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def certs() -> Iterator[Certs]:
     if shutil.which("openssl") is None:
         pytest.fail("the security tests make their certificates with the openssl command")
@@ -244,10 +244,11 @@ def _kafka_properties(certs: Certs, directory: Path) -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def secure_services(stack: Stack, certs: Certs) -> Iterator[SecureServices]:
     """A home with a TLS-only PostgreSQL and a broker with SASL and SSL listeners (the session
-    stack's jars are reused)."""
+    stack's jars are reused), for this package's tests only: stopped after its last one, so
+    that they do not hold memory while the rest of the suite runs."""
     root = make_home("wikipulse-secure-")
     home = Home(root)
     home.jars.mkdir(parents=True)
@@ -255,21 +256,15 @@ def secure_services(stack: Stack, certs: Certs) -> Iterator[SecureServices]:
         (home.jars / jars).symlink_to(Home(stack.settings.home).jars / jars)
     ports = {name: free_port() for name in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")}
     environ = {
-        "ENVIRONMENT": "development",
-        "WIKIPULSE_HOME": str(root),
-        "WIKIPULSE_ENV_FILE": str(root / "no.env"),
+        **suite_environment(root),  # free ports, the suite's Spark driver memory
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['SASL_SSL']}",
-        "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_USERNAME": KAFKA_USER,
         "KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
         "KAFKA_SSL_CAFILE": str(certs.ca),
-        "POSTGRES_PORT": str(free_port()),
         "POSTGRES_PASSWORD": POSTGRES_PASSWORD,
         "POSTGRES_SSLMODE": "verify-full",
         "POSTGRES_SSLROOTCERT": str(certs.ca),
-        "APP_WEB_PORT": str(free_port()),
-        "DASHBOARD_PORT": str(free_port()),
     }
     settings = load_settings(environ=environ)
     postgres = TlsPostgres(settings, home)

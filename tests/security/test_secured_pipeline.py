@@ -1,10 +1,11 @@
 """The whole pipeline on secured services, started by ``Stack.up`` as ``./infra/wikipulse up
---replay`` starts it: the worker, the Spark job and ``status`` speak SASL_SSL (PLAIN) to Kafka,
-and every PostgreSQL client (Alembic, the Spark sink, the dashboard, infra) uses TLS with
-``sslmode=verify-full`` against a server that refuses anything else.
+--replay FILE --once --speed max`` starts it: the worker, the Spark job and ``status`` speak
+SASL_SSL (PLAIN) to Kafka, and every PostgreSQL client (Alembic, the Spark sink, the dashboard,
+infra) uses TLS with ``sslmode=verify-full`` against a server that refuses anything else.
 
-Then: data went all the way through; neither password is in any log file of the home nor in
-any output; the worker's and the dashboard's web servers listen on loopback only.
+Then: the tables hold exactly what plain Python computes from the events served
+(tests/spark/helpers.golden); neither password is in any log file of the home nor in any
+output; the worker's and the dashboard's web servers listen on loopback only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg2
@@ -27,12 +30,16 @@ from app.config.clients import libpq_params
 from infra.processes import port_open
 from infra.replay_server import ReplayMode
 from infra.stack import Stack
+from tests.events import synthetic
 from tests.security.conftest import KAFKA_PASSWORD, POSTGRES_PASSWORD, SecureServices
+from tests.spark.helpers import golden, user_edit_counts, wiki_activity
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = (KAFKA_PASSWORD, POSTGRES_PASSWORD)
 #: Files of the home that are configuration written by the tests, not logs or state.
 NOT_LOGS = ("kafka/server.properties",)
+#: What the replay server serves, once: 240 synthetic events of a July morning.
+RAW_LINES = tuple(synthetic(240, seed=47, start=datetime(2026, 7, 2, 8, 59, 30, tzinfo=UTC)))
 
 
 @dataclass
@@ -40,8 +47,10 @@ class PipelineRun:
     home: Path
     outputs: dict[str, str] = field(default_factory=dict)  # what each command printed
     listening: dict[str, set[str]] = field(default_factory=dict)  # component -> addresses
-    rows: int = 0
+    events: int = 0  # sum(wiki_activity.events) when the wait ended
     batches: int = 0
+    users: dict[tuple[datetime, str], tuple[datetime, int]] = field(default_factory=dict)
+    wikis: dict[tuple[datetime, str], tuple[Any, ...]] = field(default_factory=dict)
 
 
 class _Collect(logging.Handler):
@@ -74,9 +83,14 @@ def _run(command: list[str], env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def pipeline(secure_services: SecureServices) -> Iterator[PipelineRun]:
+def pipeline(
+    secure_services: SecureServices, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PipelineRun]:
+    events_file = tmp_path_factory.mktemp("secured-replay") / "events.ndjson"
+    events_file.write_bytes(b"".join(line + b"\n" for line in RAW_LINES))
     extra = {
-        "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]",
+        "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]",  # every namespace: all events count
+        "POSTGRES_RETENTION_DAYS": "100000",  # the events are from July 2026
         "SPARK_TRIGGER_PROCESSING_TIME": "2 seconds",
         "SPARK_MASTER": "local[2]",
         "SPARK_SHUFFLE_PARTITIONS": "2",
@@ -106,7 +120,7 @@ def pipeline(secure_services: SecureServices) -> Iterator[PipelineRun]:
         try:
             stack.up(
                 progress=progress.append,
-                replay=ReplayMode.synthetic(),  # what `up --replay` serves
+                replay=ReplayMode.for_file(events_file, speed=None, loop=False),
             )
             run.listening["worker"] = _listening(stack.worker.pid())
             run.listening["dashboard"] = _listening(stack.dashboard.pid())
@@ -116,14 +130,16 @@ def pipeline(secure_services: SecureServices) -> Iterator[PipelineRun]:
                 with psycopg2.connect(**libpq_params(settings.postgres)) as connection:
                     cursor = connection.cursor()
                     cursor.execute(
-                        "SELECT (SELECT count(*) FROM user_edit_counts),"
+                        "SELECT (SELECT coalesce(sum(events), 0)::bigint FROM wiki_activity),"
                         " (SELECT count(*) FROM pipeline_batches WHERE input_rows > 0)"
                     )
-                    run.rows, run.batches = cursor.fetchone()
+                    run.events, run.batches = cursor.fetchone()
                 connection.close()
-                if run.rows and run.batches:
+                if run.events >= len(RAW_LINES) and run.batches:  # progress follows the rows
                     break
                 time.sleep(2)
+            run.users = user_edit_counts(settings)
+            run.wikis = wiki_activity(settings)
             run.outputs["status"] = _run([sys.executable, "-m", "infra.cli", "status"], env)
             run.outputs["alembic"] = _run([sys.executable, "-m", "alembic", "upgrade", "head"], env)
         finally:
@@ -136,8 +152,12 @@ def pipeline(secure_services: SecureServices) -> Iterator[PipelineRun]:
 
 
 def test_data_flows_through_sasl_ssl_kafka_and_tls_postgres(pipeline: PipelineRun) -> None:
-    assert pipeline.rows > 0, pipeline.outputs
+    assert pipeline.events == len(RAW_LINES), pipeline.outputs
     assert pipeline.batches > 0
+    expected_users, expected_wikis = golden(RAW_LINES, window=timedelta(minutes=1))  # default
+    assert sum(row[-1] for row in expected_wikis.values()) == len(RAW_LINES)
+    assert pipeline.users == expected_users
+    assert pipeline.wikis == expected_wikis
     status = pipeline.outputs["status"]
     assert "up   postgres" in status and "up   kafka" in status, status
     assert "topics ready" in status

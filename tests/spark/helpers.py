@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg2
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,8 +34,9 @@ from pyspark.sql.types import TimestampType
 
 from app.config import Settings, load_settings
 from app.config.clients import libpq_params
-from app.contract import WIKI_ACTIVITY_COUNTERS, RecentChange
+from app.contract import TYPED_HEADERS, WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
+from app.normalize.batch import encode_typed
 from infra.migrations import migrate
 from infra.spark_job import submit_command
 from infra.stack import Stack
@@ -46,11 +46,6 @@ from spark.transforms import parse_events
 TYPED_PARTITIONS = 3
 
 # ---- Kafka -----------------------------------------------------------------------------------
-
-
-def encode(event: RecentChange) -> bytes:
-    """The typed topic's value, as the worker writes it (app.normalize.batch.encode_typed)."""
-    return orjson.dumps(event.model_dump())
 
 
 def typed_events(raw_lines: Iterable[bytes], *, received_at: datetime) -> list[RecentChange]:
@@ -89,11 +84,21 @@ async def _produce(
         for start in range(0, len(events), per_transaction):
             async with producer.transaction():
                 for event in events[start : start + per_transaction]:
-                    await producer.send(topic, encode(event), key=event.kafka_key())
+                    await producer.send(
+                        topic,
+                        encode_typed(event),
+                        key=event.kafka_key(),
+                        headers=list(TYPED_HEADERS),
+                    )
             if start == 0 and aborted:
                 await producer.begin_transaction()
                 for event in aborted:
-                    await producer.send(topic, encode(event), key=event.kafka_key())
+                    await producer.send(
+                        topic,
+                        encode_typed(event),
+                        key=event.kafka_key(),
+                        headers=list(TYPED_HEADERS),
+                    )
                 await producer.abort_transaction()
     finally:
         await producer.stop()
@@ -138,7 +143,7 @@ def _sort_key(row: dict[str, Any]) -> str:
 def assert_survives_the_typed_topic(spark: SparkSession, events: Sequence[RecentChange]) -> None:
     """Every event, as the worker encodes it, parses back into the schema's columns with the
     contract's values (timestamps to the microsecond)."""
-    records = spark.createDataFrame([(encode(e),) for e in events], "value binary")
+    records = spark.createDataFrame([(encode_typed(e),) for e in events], "value binary")
     timestamps = [f.name for f in EVENT_SCHEMA.fields if f.dataType == TimestampType()]
     # Timestamps as epoch microseconds: collected TimestampType values are naive local times.
     parsed = parse_events(records).select(

@@ -5,6 +5,7 @@ recordings."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -225,7 +226,6 @@ def test_sigkill_mid_stream_then_restart_from_the_checkpoint(
         "SPARK_TRIGGER_PROCESSING_TIME": "1 second",
         "SPARK_MAX_OFFSETS_PER_TRIGGER": "60",  # several batches: one is under way at the kill
         "SPARK_MASTER": "local[2]",
-        "SPARK_DRIVER_MEMORY": "768m",
     }
     settings = job_settings(**overrides)
     raw = current_events()
@@ -266,7 +266,9 @@ def test_a_bad_configuration_stops_the_job_with_a_message(
 
 
 def test_submit_command_carries_the_configuration(job_settings: JobSettings) -> None:
-    settings = job_settings(SPARK_MASTER="spark://cluster:7077", SPARK_DRIVER_MEMORY="2g")
+    settings = job_settings(
+        SPARK_MASTER="spark://cluster:7077", SPARK_DRIVER_MEMORY="2g", SPARK_SHUFFLE_PARTITIONS="5"
+    )
     command, env = submit_command(settings, "--available-now")
     assert Path(command[0]).name == "spark-submit"
     assert command[command.index("--master") + 1] == "spark://cluster:7077"
@@ -275,9 +277,8 @@ def test_submit_command_carries_the_configuration(job_settings: JobSettings) -> 
     assert any("spark-sql-kafka-0-10" in jar for jar in jars) and all(
         os.path.isabs(j) for j in jars
     )
-    assert "spark.sql.shuffle.partitions=2" in command or any(
-        c.startswith("spark.sql.shuffle.partitions=") for c in command
-    )
+    confs = [value for flag, value in itertools.pairwise(command) if flag == "--conf"]
+    assert "spark.sql.shuffle.partitions=5" in confs, confs
     assert command[-2:] == [str(ROOT / "spark" / "job.py"), "--available-now"]
     assert env["PYSPARK_PYTHON"] == sys.executable
     assert shutil.which(command[0]) or Path(command[0]).exists()

@@ -96,7 +96,6 @@ def test_a_replay_two_years_old_survives_a_sigkill_restart_and_the_retention(
         "SPARK_TRIGGER_PROCESSING_TIME": "1 second",
         "SPARK_MAX_OFFSETS_PER_TRIGGER": BATCH_OFFSETS,  # many batches: the kill lands mid-way
         "SPARK_MASTER": "local[2]",
-        "SPARK_DRIVER_MEMORY": "768m",
     }
     settings = job_settings(**overrides)
     assert settings.postgres.retention_days == 30  # the default: far less than two years

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from app.contract import ChangeType, RecentChange, UserKind
+from app.normalize.batch import encode_typed
 from spark.schema import EVENT_SCHEMA
 from spark.transforms import (
     AGGREGATE_COLUMNS,
@@ -22,7 +23,6 @@ from spark.transforms import (
     user_edit_counts,
     wiki_activity,
 )
-from tests.spark.helpers import encode
 
 MINUTE = timedelta(minutes=1)
 NOON = datetime(2026, 6, 20, 12, 0, tzinfo=UTC)
@@ -66,20 +66,20 @@ def records(spark: SparkSession, values: list[bytes]) -> DataFrame:
 def aggregated(
     spark: SparkSession, events: list[RecentChange], window: timedelta = MINUTE
 ) -> DataFrame:
-    return aggregate(parse_events(records(spark, [encode(e) for e in events])), window)
+    return aggregate(parse_events(records(spark, [encode_typed(e) for e in events])), window)
 
 
 def test_parse_events_keeps_the_typed_events_only(spark: SparkSession) -> None:
     good = event(NOON + timedelta(seconds=1, microseconds=500_000))
     without_fraction = event(NOON + timedelta(seconds=2))
-    no_time = orjson.loads(encode(event(NOON)))
+    no_time = orjson.loads(encode_typed(event(NOON)))
     del no_time["event_time"]
     values = [
-        encode(good),
+        encode_typed(good),
         b"not json",
         orjson.dumps(no_time),
         orjson.dumps({"wiki": "enwiki"}),
-        encode(without_fraction),
+        encode_typed(without_fraction),
     ]
     parsed = parse_events(records(spark, values))
     assert parsed.schema.fieldNames() == EVENT_SCHEMA.fieldNames()
