@@ -8,9 +8,10 @@ aggregates them into PostgreSQL. The tables must then hold exactly what plain Py
 from the same file (tests/spark/helpers.golden), the dashboard in Chromium must name the top
 contributor, and the command's lifecycle must hold: status (replay, freshness), a second ``up``
 that changes nothing, a SIGKILLed worker or broker that ``up`` brings back alone and in replay
-mode, ``up --replay`` without a file switching to the endless synthetic stream, which a
-SIGKILLed replay server brought back by ``up`` goes on with, and ``down`` that stops the replay
-server too.
+mode, each time with every event once in the raw and typed topics and the tables equal to the
+golden values once the Spark job has read the typed topic to its end, ``up --replay`` without a
+file switching to the endless synthetic stream, which a SIGKILLed replay server brought back by
+``up`` goes on with, and ``down`` that stops the replay server too.
 
 The tests of this module share one stack and run in order; each waits for what it needs.
 """
@@ -31,8 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import Settings, load_settings
+from app.config.names import normalizer_group
+from infra.lag import consumer_lag, status_lines
 from infra.processes import pid_alive, wait_for
 from infra.replay.synthetic import StreamOptions, SyntheticStream
 from tests.conftest import make_home
@@ -56,6 +60,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAW_LINES = tuple(synthetic(384, seed=31, start=datetime(2026, 6, 15, 9, 59, 40, tzinfo=UTC)))
 #: The replay server aborts the TCP connection after this many frames, again and again.
 DROP_EVERY = 25
+#: Each event of the recording once: what the typed topic must hold, by event id.
+EVENT_IDS = Counter(json.loads(line)["meta"]["id"] for line in RAW_LINES)
 #: The worker's pid file is named by its app id (the default one here).
 WORKER = "worker-wikipulse-worker"
 #: The page has run: the top contributor is drawn, nothing is loading.
@@ -75,6 +81,9 @@ def replay_stack() -> Iterator[ReplayStack]:
         INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: all 384 events count
         INGESTION_BACKOFF_INITIAL="100 ms",  # reconnect quickly after each drop
         INGESTION_BACKOFF_MAX="1 second",
+        # The recording is served once, then the stream is silent: the worker that received it
+        # stays healthy however long a loaded machine takes to start the rest.
+        INGESTION_HEALTH_TIMEOUT="1 hour",
         SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
         POSTGRES_RETENTION_DAYS="100000",  # the recorded events are from June 2026
     )
@@ -212,6 +221,8 @@ def test_the_dashboard_shows_the_top_contributor(replay_stack: ReplayStack) -> N
 
 def test_a_killed_worker_comes_back_alone_in_replay_mode(replay_stack: ReplayStack) -> None:
     before = cli_pids(replay_stack.home)
+    normalizers = normalizer_members(replay_stack)
+    assert normalizers, "the worker's normalizer has joined its group"
     os.killpg(before["worker"], signal.SIGKILL)
     assert wait_for(lambda: not pid_alive(before["worker"]), timeout=20)
     code, out, _ = replay_stack.run("status")
@@ -233,14 +244,17 @@ def test_a_killed_worker_comes_back_alone_in_replay_mode(replay_stack: ReplaySta
     source = json.loads((replay_stack.home / "run" / f"{WORKER}.source.json").read_text())
     assert source == {"url": replay_stack.replay_url, "replay": True}
 
-    # Once Kafka has dropped the dead worker from its group (about a minute), the new one
-    # connects to the replay server again, and counts nothing twice.
+    # Once Kafka has dropped the dead worker from its groups (about a minute), the new one
+    # connects to the replay server again and its normalizer takes the raw log over: from then
+    # on, whatever the new worker writes is in the topics.
     assert wait_for(lambda: worker_connected(replay_stack), timeout=150, interval=1), (
         replay_stack.run("logs", "worker", "--no-follow", "-n", "40")[1]
     )
-    expected_users, expected_wikis = expected_tables(replay_stack.settings)
-    assert user_edit_counts(replay_stack.settings) == expected_users
-    assert wiki_activity(replay_stack.settings) == expected_wikis
+    taken_over = wait_for(
+        lambda: normalizer_took_over(replay_stack, normalizers), timeout=150, interval=1
+    )
+    assert taken_over, f"the normalizer group still has {normalizer_members(replay_stack)}"
+    assert_each_event_once(replay_stack)
 
 
 def test_a_killed_broker_comes_back_alone(replay_stack: ReplayStack) -> None:
@@ -259,7 +273,75 @@ def test_a_killed_broker_comes_back_alone(replay_stack: ReplayStack) -> None:
     assert {k: v for k, v in after.items() if k != "kafka"} == {
         k: v for k, v in before.items() if k != "kafka"
     }
-    assert status_line(replay_stack.run("status")[1], "kafka").split()[0] == "up"
+    # The pipeline recovers: the broker and the Spark job up, the worker connected (a silent
+    # stream: the status cannot call the worker healthy, it has received nothing since its
+    # restart), and the broker lost nothing of the topics.
+    assert wait_for(lambda: back_on_the_new_broker(replay_stack), timeout=120, interval=2), (
+        replay_stack.run("status")[1]
+    )
+    assert_each_event_once(replay_stack)
+
+
+def back_on_the_new_broker(stack: ReplayStack) -> bool:
+    out = stack.run("status")[1]
+    up = all(status_line(out, name).split()[0] == "up" for name in ("kafka", "spark"))
+    return up and worker_connected(stack)
+
+
+def normalizer_members(stack: ReplayStack) -> frozenset[str] | None:
+    """The member ids of the worker's normalizer group (consumer group over the raw topic)
+    when it is stable; None while it rebalances."""
+
+    async def describe() -> tuple[str, frozenset[str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            [response] = await admin.describe_consumer_groups([normalizer_group(stack.settings)])
+        finally:
+            await admin.close()
+        [(error, _, state, _, _, members, *_)] = response.groups
+        assert error == 0, f"describing the normalizer group: error code {error}"
+        return state, frozenset(member[0] for member in members)
+
+    state, members = asyncio.run(describe())
+    return members if state == "Stable" else None
+
+
+def normalizer_took_over(stack: ReplayStack, killed: frozenset[str]) -> bool:
+    """Whether the normalizer group is stable with members, none of them the killed worker's."""
+    members = normalizer_members(stack)
+    return bool(members) and not members & killed
+
+
+def typed_event_ids(stack: ReplayStack) -> Counter[str]:
+    """Every event id in the typed topic, read as the Spark job reads it (read_committed), with
+    its number of records."""
+    typed = stack.settings.kafka.topics.typed
+    records = asyncio.run(read_topic(stack.settings, typed.name, typed.partitions))
+    return Counter(json.loads(record.value)["event_id"] for record in records)
+
+
+def readers_caught_up(stack: ReplayStack) -> bool:
+    """Whether the normalizer (its committed offsets) and the Spark job (its checkpoint's newest
+    committed batch) have both read their topic to its end."""
+    return all(
+        lag.known and lag.positioned and lag.total == 0 for lag in consumer_lag(stack.settings)
+    )
+
+
+def assert_each_event_once(stack: ReplayStack) -> None:
+    """Nothing lost, nothing doubled. Once the normalizer has committed the whole raw log and the
+    Spark job has committed a batch up to the typed topic's end: each position of the recording
+    once in the raw topic, each event once in the typed topic, and the tables equal to the
+    values computed from the file."""
+    if not wait_for(lambda: readers_caught_up(stack), timeout=120, interval=1):
+        raise AssertionError("\n".join(status_lines(consumer_lag(stack.settings))))
+    positions = sorted(sse_position(record) for record in raw_records(stack))
+    assert positions == list(range(len(RAW_LINES))), Counter(positions).most_common(3)
+    assert typed_event_ids(stack) == EVENT_IDS
+    expected_users, expected_wikis = expected_tables(stack.settings)
+    assert user_edit_counts(stack.settings) == expected_users
+    assert wiki_activity(stack.settings) == expected_wikis
 
 
 def raw_records(stack: ReplayStack) -> list[Any]:

@@ -67,7 +67,7 @@ FAULTS: tuple[Fault, ...] = (
         "8",
         "Bad input",
         "the 36-kind bad-input corpus, a duplicate, a canary and malformed frames "
-        "among synthetic events",
+        "among synthetic events, each right after the event before it",
     ),
 )
 FAULTS_BY_ID = {fault.id: fault for fault in FAULTS}

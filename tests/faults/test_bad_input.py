@@ -5,21 +5,25 @@ events.
 Every bad item must be in the dead-letter topic with its reason, the worker's counters must
 reconcile (received = valid + filtered + duplicate + canary + dead_letter), and the aggregates
 must equal the golden values of the good events alone. The worker follows a replay server of
-the test's own (``up --live`` on its URL): an NDJSON file cannot carry the empty payload.
+the test's own (``up --live`` on its URL): an NDJSON file cannot carry the empty payload. The
+good events go at their event-time pace; each other item right after the good event before it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import orjson
 import pytest
 
 from infra.processes import wait_for
-from infra.replay.server import ReplayOptions
+from infra.replay.server import ReplayOptions, ReplayServer
+from infra.replay.sources import RecordedEvents
+from infra.replay.wire import event_time
 from tests.app.bad_input import corpus
-from tests.faults.pipeline import OUTCOMES, SAMPLE, FaultStack, header, rss_mb
+from tests.faults.pipeline import OUTCOMES, PACE, SAMPLE, FaultStack, header, rss_mb
 from tests.faults.results import Figures
 from tests.harness import ReplayThread
 
@@ -29,6 +33,17 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 BAD_EVERY = 10
 #: The replay server's own malformed frames (truncated JSON, invalid UTF-8), one in this many.
 MALFORMED_EVERY = 50
+
+
+class PacedByTheGoodEvents(RecordedEvents):
+    """The feed, paced by the good events' times alone: the bad items carry times of their own
+    (from 2018, June, the year 1, none) and the canary and the repeat an earlier event's, so each
+    item other than a good event takes the time of the good event before it: it goes right after
+    that one, and the good events keep their gaps."""
+
+    def __init__(self, feed: Sequence[bytes], times: Sequence[datetime]) -> None:
+        super().__init__(feed)
+        self.times = list(times)
 
 
 def embedded_id(data: bytes) -> str | None:
@@ -47,22 +62,31 @@ def test_bad_input_is_dead_lettered_and_leaves_the_aggregates_alone(
     canary = orjson.loads(good[0])
     canary["meta"].update(domain="canary", id="faults-canary-1")
     feed: list[bytes] = []
+    pace: list[datetime] = []  # the time each item of the feed is sent at (scaled by PACE)
+
+    def add(item: bytes, at: datetime) -> None:
+        feed.append(item)
+        pace.append(at)
+
     pending = list(bad)
     for index, event in enumerate(good):
-        feed.append(event)
+        sent_at = event_time(event)
+        assert sent_at is not None
+        add(event, sent_at)
         if index % BAD_EVERY == BAD_EVERY - 1 and pending:
-            feed.append(pending.pop(0).data)
+            add(pending.pop(0).data, sent_at)
         if index == 100:
-            feed.append(orjson.dumps(canary))
+            add(orjson.dumps(canary), sent_at)
         if index == 200:
-            feed.append(good[5])  # Wikimedia's replays repeat events
+            add(good[5], sent_at)  # Wikimedia's replays repeat events
     assert not pending
     end = len(feed) + len(feed) // (MALFORMED_EVERY - 1)  # the server's positions
     malformed = sum(1 for p in range(end) if (p + 1) % MALFORMED_EVERY == 0)
     sent = len(feed) + malformed
     figures["events_in"] = sent
-    options = ReplayOptions(malformed_every=MALFORMED_EVERY, hold_open=True)
-    with ReplayThread(feed, options) as replay:
+    options = ReplayOptions(speed=PACE, malformed_every=MALFORMED_EVERY, hold_open=True)
+    server = ReplayServer(PacedByTheGoodEvents(feed, pace), options)
+    with ReplayThread(feed, server=server) as replay:
         run = faults.start("bad-input", good, live_url=replay.url)
         figures["recovery_seconds"] = None  # no outage: nothing to recover from
         faults.wait_caught_up(run, 0.0)

@@ -2,7 +2,8 @@
 
 Fault 1 runs on the replay server ``up --replay`` manages (``--drop-every``; SIGKILLed, then
 brought back by ``up`` on its port). Fault 6 needs to see every connection attempt and when it
-came, so the worker follows a replay server of the test's own (``up --live`` on its URL).
+came, so the worker follows a replay server of the test's own (``up --live`` on its URL). Both
+send the events at their event-time pace (``PACE``), once the server answers.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def test_stream_answering_429_then_503_for_8_s(
 ) -> None:
     figures = record("6")
     events = faults.fresh_events(SAMPLE)
-    server = RefusingReplay(events, ReplayOptions(hold_open=True))
+    server = RefusingReplay(events, ReplayOptions(speed=PACE, hold_open=True))
     with ReplayThread(events, server=server) as replay:
         run = faults.start("refused", events, live_url=replay.url)
         figures["events_in"] = len(events)
