@@ -369,10 +369,14 @@ class PipelineHealth:
     last_batch: Batch | None
     batches_in_span: int
     dropped_in_span: int
+    #: Typed records of a schema version the Spark job does not read, skipped.
+    unknown_in_span: int
 
 
 def pipeline_health(engine: Engine, *, span: Span) -> PipelineHealth:
     last = _rows(engine, sql.LAST_BATCH, {})
     params = {"start": span.start, "end": span.end}
-    [(count, dropped)] = _rows(engine, sql.BATCHES_IN_SPAN, params)
-    return PipelineHealth(Batch(*last[0]) if last else None, _int(count), _int(dropped))
+    [(count, dropped, unknown)] = _rows(engine, sql.BATCHES_IN_SPAN, params)
+    return PipelineHealth(
+        Batch(*last[0]) if last else None, _int(count), _int(dropped), _int(unknown)
+    )

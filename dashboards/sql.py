@@ -212,7 +212,8 @@ LIMIT 1
 """
 
 BATCHES_IN_SPAN = f"""
-SELECT count(*), coalesce(sum(rows_dropped_by_watermark), 0)
+SELECT count(*), coalesce(sum(rows_dropped_by_watermark), 0),
+       coalesce(sum(unknown_schema_rows), 0)
 FROM {BATCHES}
 WHERE committed_at >= :start AND committed_at < :end
 """

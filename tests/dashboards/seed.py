@@ -53,11 +53,12 @@ WIKI_ACTIVITY: list[tuple[datetime, str, int, int, int, int, int, int, int]] = [
     (at(15, 12, 0), "dewiki", 7, 0, 0, 0, 70, 0, 7),
 ]
 
-#: (batch_id, committed_at, duration_ms, input_rows, rows_dropped_by_watermark)
-BATCHES: list[tuple[int, datetime, int, int, int]] = [
-    (3, at(19, 9, 1), 2000, 500, 5),
-    (40, datetime(2026, 6, 20, 12, 29, 20, tzinfo=UTC), 700, 90, 1),
-    (41, datetime(2026, 6, 20, 12, 29, 50, tzinfo=UTC), 850, 120, 2),
+#: (batch_id, committed_at, duration_ms, input_rows, rows_dropped_by_watermark,
+#: unknown_schema_rows)
+BATCHES: list[tuple[int, datetime, int, int, int, int | None]] = [
+    (3, at(19, 9, 1), 2000, 500, 5, 9),
+    (40, datetime(2026, 6, 20, 12, 29, 20, tzinfo=UTC), 700, 90, 1, 4),
+    (41, datetime(2026, 6, 20, 12, 29, 50, tzinfo=UTC), 850, 120, 2, None),
 ]
 
 
@@ -66,7 +67,7 @@ def insert(
     *,
     users: list[tuple[datetime, str, int]] = USER_EDITS,
     wikis: list[tuple[datetime, str, int, int, int, int, int, int, int]] = WIKI_ACTIVITY,
-    batches: list[tuple[int, datetime, int, int, int]] = BATCHES,
+    batches: list[tuple[int, datetime, int, int, int, int | None]] = BATCHES,
 ) -> None:
     connection = psycopg2.connect(**libpq_params(settings.postgres))
     try:
@@ -87,11 +88,12 @@ def insert(
                 cursor,
                 "INSERT INTO pipeline_batches (query_name, batch_id, committed_at, "
                 "user_edit_counts_rows, wiki_activity_rows, started_at, duration_ms, input_rows, "
-                "rows_dropped_by_watermark, max_event_time, watermark) VALUES %s",
+                "rows_dropped_by_watermark, max_event_time, watermark, unknown_schema_rows) "
+                "VALUES %s",
                 [
                     ("wikipulse_aggregates", batch, committed, 10, 5, committed, duration,
-                     inputs, dropped, committed, committed - 2 * MINUTE)
-                    for batch, committed, duration, inputs, dropped in batches
+                     inputs, dropped, committed, committed - 2 * MINUTE, unknown)
+                    for batch, committed, duration, inputs, dropped, unknown in batches
                 ],
             )  # fmt: skip
     finally:

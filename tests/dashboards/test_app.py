@@ -77,6 +77,9 @@ def test_kpis_and_health_of_the_last_hour(page_env: Settings) -> None:
     assert shown["Rows dropped as late"][0] == "3"
     assert shown["Worker"][0] == "unreachable"
     assert not page.error
+    # Batch 40's 4 records of an unknown schema version (batch 3's 9 are out of range).
+    [warning] = [w.value for w in page.warning if "schema version" in w.value]
+    assert warning.startswith("4 typed records of a schema version the Spark job does not read")
 
 
 def test_tables_of_the_last_hour(page_env: Settings) -> None:
