@@ -1,160 +1,843 @@
-"""Load: a replay at 100× the live rate through the whole pipeline. Prints figures, asserts
-nothing (machines are noisy).
+"""Load: the highest rate (events/s) the whole pipeline sustains, every event counted.
 
-The replay server serves the synthetic stream (infra/replay/synthetic.py) at ``--rate``
-events/s (default 5,000: over 100× the ~40 events/s of the live stream; its event time runs at
-the same rate, so times stay current) or, with ``--recording FILE``, that NDJSON file in a
-loop with fresh ids and current times, to the worker; the Spark job aggregates into PostgreSQL,
-for ``--minutes`` (default 10). Every ``--every`` seconds it samples the raw topic's growth, both
-readers' lag (infra/lag.py: the normalizer's group, the Spark job's checkpoint) and the RSS of
-the worker and the Spark job (their process trees). It reports whether the lag stayed bounded
-(its maximum over the second half of the run against the first half's) and memory at start and
-end.
+    .venv/bin/python tests/benchmarks/bench_load.py [--rate R] [--minutes 10]
+        [--start-rate 6000] [--probe-minutes 2] [--every 3] [--config VARIABLE=VALUE]
+        [--smoke] [--reuse-services] [--json FILE]
 
-    .venv/bin/python tests/benchmarks/bench_load.py [--rate 5000] [--minutes 10] [--every 10]
-        [--recording FILE]
+The replay server serves the synthetic stream (infra/replay/synthetic.py) at a fixed rate to
+the real worker (SSE -> raw -> typed, in Kafka transactions), whose typed topic the real Spark
+job aggregates into PostgreSQL, with the default configuration except two things, so that every
+served event is one valid change: the stream's repeated events and canaries are off
+(``--duplicate-rate=0 --canary-every=0``) and the worker keeps every namespace
+(``INGESTION_WIKIMEDIA_FILTERS_NAMESPACES=[]``, the default keeps namespace 0 only, which would
+leave ~56% of the events out of the typed topic and of the aggregates).
 
-It runs its own stack (a temporary WIKIPULSE_HOME on free ports) and removes it after.
+1. **Search** (without ``--rate``): short probes (``--probe-minutes``) from ``--start-rate``,
+   up by 25% while the rate holds, down by 20% until it does, then halving the bracket until it
+   is within 8%. A rate **holds** when each of three lags is flat over the last half of the run:
+   its least-squares slope times that half's duration is within one trigger's worth of events
+   (rate × ``spark.trigger.processing_time``). A probe is held to the slope the confirmation
+   run would allow (slope × half of ``--minutes``), with the Spark job's lag taken at its
+   troughs (its minimum over the trigger before each sample: over a probe's few triggers the
+   sawtooth of its batches would swamp the slope). The lags, sampled every ``--every`` s:
+
+   - *ingest*: events the replay server was due to have sent by then (rate × time since the
+     first event was received) minus the raw topic's end offset: the SSE side falling behind;
+   - *normalizer*: the raw topic's end minus the normalizer group's committed offsets;
+   - *spark*: the typed topic's end (read_committed) minus the Spark checkpoint's offsets
+     (infra/lag.py; offsets include transaction markers).
+
+2. **Confirmation** at the rate found (or at ``--rate``) for ``--minutes``: the same verdict,
+   then, once the replay server has sent its last event (it serves exactly rate × duration),
+   the pipeline drains and **every event is counted**: the typed topic is read whole
+   (read_committed) and each served ``meta.id`` must be there once (distinct ids and total
+   against the number served; ids regenerated from the stream's seed for a sample of positions
+   must all be there), and the sum of ``wiki_activity.events`` must equal the number served.
+
+3. **Where the time goes**: CPU of each process tree (``/proc/PID/stat`` utime + stime, and those
+   of exited children) over the serving period, as % of one core, and RSS at its start and end:
+   replay server, worker, Kafka broker, Spark driver JVM, the driver's Python, PostgreSQL, and
+   this script (its lag sampling).
+
+Without ``--reuse-services`` it starts its own Kafka and PostgreSQL (a temporary home on free
+ports) and removes them after. With it, it uses the running ones that the configuration names
+(``WIKIPULSE_HOME``, ``KAFKA_BOOTSTRAP_SERVERS``, ``POSTGRES_*``). Either way each run has its own
+topics, database, Spark checkpoint and worker (a home of its own), removed after the run.
+``--smoke``: one 30 s run at 300 events/s with a 5 s trigger, no search, still counting exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import binascii
+import contextlib
+import math
 import os
 import shutil
 import statistics
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.config import load_settings  # noqa: E402
+import psycopg2  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
+from app.config import Settings, load_settings  # noqa: E402
+from app.config.clients import aiokafka_options, libpq_params  # noqa: E402
+from app.contract import HEADER_RECEIVED_AT  # noqa: E402
+from infra.home import Home  # noqa: E402
+from infra.kafka import ensure_topics, fetch_spark_jars  # noqa: E402
 from infra.lag import NORMALIZER, SPARK, consumer_lag  # noqa: E402
-from infra.replay_server import ReplayMode  # noqa: E402
+from infra.migrations import migrate  # noqa: E402
+from infra.processes import free_port  # noqa: E402
+from infra.replay.synthetic import StreamOptions, SyntheticStream  # noqa: E402
+from infra.replay_server import LocalReplay, ReplayMode  # noqa: E402
+from infra.spark_job import LocalSparkJob  # noqa: E402
 from infra.stack import Stack  # noqa: E402
+from infra.worker import LocalWorker  # noqa: E402
+from tests.benchmarks.method import Goal, Report, add_arguments  # noqa: E402
 from tests.conftest import make_home, stack_environment  # noqa: E402
+from tests.harness import clean_environ  # noqa: E402
+
+GOAL_RATE = 12_000
+STEP_UP, STEP_DOWN, RESOLUTION = 1.25, 0.8, 1.08
+LAGS = ("ingest", NORMALIZER, SPARK)
+#: The process trees whose CPU and memory are reported, in the order printed.
+PROCESSES = (
+    ("replay", "the replay server"),
+    ("worker", "the worker"),
+    ("kafka", "the Kafka broker"),
+    ("spark_jvm", "the Spark driver JVM"),
+    ("spark_python", "the Spark driver's Python"),
+    ("postgres", "PostgreSQL"),
+    ("bench", "this script"),
+)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree_rss(pid: int | None) -> int:
-    """Resident memory of a process and its descendants, bytes."""
-    if pid is None:
-        return 0
-    children: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- processes: CPU and memory from /proc ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    comm: str
+    ticks: int  # utime + stime
+    reaped: int  # cutime + cstime: of the children it has waited for
+    rss: int  # bytes
+
+
+def processes() -> dict[int, Proc]:
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = dict(
-                line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
-            )
-            children.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
-        except (OSError, KeyError, ValueError):
-            continue
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        todo.extend(children.get(current, []))
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            text = stat.read_text()
         except OSError:
             continue
-    return total
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        ticks, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        found[pid] = Proc(pid, int(fields[1]), comm, ticks, reaped, int(fields[21]) * PAGE_SIZE)
+    return found
 
 
-def mib(value: float) -> str:
-    return f"{value / 2**20:,.0f} MiB"
+def tree(procs: dict[int, Proc], root: int | None) -> list[Proc]:
+    if root is None or root not in procs:
+        return []
+    children: dict[int, list[int]] = {}
+    for proc in procs.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(procs[pid])
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def usage(roots: dict[str, int | None]) -> dict[str, tuple[int, int]]:
+    """Per reported process: (CPU ticks, RSS bytes) of its tree (processes that exited count
+    in their parent's reaped ticks). The Spark job's tree is split into the driver JVM and the
+    Python process the JVM runs the job in. This script is counted alone: the components it
+    spawned are its children."""
+    procs = processes()
+
+    def total(members: list[Proc]) -> tuple[int, int]:
+        return sum(p.ticks + p.reaped for p in members), sum(p.rss for p in members)
+
+    found: dict[str, tuple[int, int]] = {}
+    for key, root in roots.items():
+        if key == "bench":
+            own = procs[os.getpid()]
+            found[key] = (own.ticks, own.rss)
+            continue
+        members = tree(procs, root)
+        if key == "spark":
+            found["spark_jvm"] = total([p for p in members if p.comm == "java"])
+            found["spark_python"] = total([p for p in members if p.comm != "java"])
+        else:
+            found[key] = total(members)
+    return found
+
+
+# ---- the services, and one run's own state ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def services(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """Kafka and PostgreSQL: the running ones (``reuse``), or our own on a temporary home."""
+    if reuse:
+        environ = dict(os.environ)
+        stack = Stack(load_settings(environ=environ))
+        fetch_spark_jars(stack.home)
+        yield stack, environ
+        return
+    environ = {**clean_environ(), **stack_environment(make_home("wikipulse-load-"))}
+    stack = Stack(load_settings(environ=environ))
+    try:
+        stack.up(pipeline=False)  # PostgreSQL migrated, Kafka, the Spark connector jars
+        yield stack, environ
+    finally:
+        stack.down(purge=True)
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` set to ``variables``: the components spawn with the caller's environment."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@dataclass
+class Pipeline:
+    """The replay server, worker and Spark job of one run, in a home of their own, on topics
+    and a database of their own."""
+
+    stack: Stack
+    settings: Settings
+    home: Home = field(init=False)
+    replay: LocalReplay = field(init=False)
+    worker: LocalWorker = field(init=False)
+    spark: LocalSparkJob = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.home = Home(self.settings.home)
+        self.replay = LocalReplay(self.settings, self.home)
+        self.worker = LocalWorker(self.settings, self.home)
+        self.spark = LocalSparkJob(self.settings, self.home)
+
+    @classmethod
+    @contextlib.contextmanager
+    def of(
+        cls, stack: Stack, environ: dict[str, str], overrides: dict[str, str]
+    ) -> Iterator[Pipeline]:
+        suffix = uuid.uuid4().hex[:8]
+        home = make_home("wikipulse-load-run-")
+        # The connector jars are the services' (no second Maven fetch).
+        (home / "jars").symlink_to(stack.home.jars, target_is_directory=True)
+        database = f"load_{suffix}"
+        variables = {
+            **environ,
+            "WIKIPULSE_HOME": str(home),
+            "KAFKA_TOPICS_RAW_NAME": f"load-{suffix}.raw",
+            "KAFKA_TOPICS_TYPED_NAME": f"load-{suffix}.v1",
+            "KAFKA_TOPICS_DEAD_LETTER_NAME": f"load-{suffix}.dead-letter",
+            "APP_ID": f"load-{suffix}",
+            "APP_WEB_PORT": str(free_port()),
+            "POSTGRES_DATABASE": database,
+            "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]",
+            **overrides,
+        }
+        settings = load_settings(environ=variables)
+        with stack.postgres.admin() as cursor:
+            cursor.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(settings.postgres.user)
+                )
+            )
+        pipeline = cls(stack, settings)
+        try:
+            migrate(settings)
+            ensure_topics(settings)
+            with environment(variables):
+                yield pipeline
+        finally:
+            pipeline.stop()
+            with stack.postgres.admin() as cursor:
+                cursor.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
+            asyncio.run(delete_topics(settings, suffix))
+            shutil.rmtree(home, ignore_errors=True)
+
+    def start(self, mode: ReplayMode) -> ReplayMode:
+        """The Spark job first (its start-up is no part of the run), then the replay server,
+        then the worker, which connects and starts the stream; the mode served (its port)."""
+        self.spark.start()
+        mode = self.replay.serve(mode, say)
+        self.worker.start(replay_url=mode.url)
+        return mode
+
+    def stop(self) -> None:
+        for component in (self.worker, self.spark, self.replay):
+            component.stop()
+
+    def roots(self) -> dict[str, int | None]:
+        return {
+            "replay": self.replay.pid(),
+            "worker": self.worker.pid(),
+            "kafka": self.stack.kafka.pid(),
+            "spark": self.spark.pid(),
+            "postgres": self.stack.postgres.pid(),
+            "bench": os.getpid(),
+        }
+
+    def down(self) -> list[str]:
+        """The pipeline's processes that are not running."""
+        return [c.name for c in (self.replay, self.worker, self.spark) if c.pid() is None]
+
+
+async def delete_topics(settings: Settings, suffix: str) -> None:
+    """The run's topics: its three, and the worker's own (dedup changelog, Faust's)."""
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
+    await admin.start()
+    try:
+        ours = [name for name in await admin.list_topics() if suffix in name]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
+
+
+# ---- one run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t: float  # epoch seconds
+    lags: dict[str, float]
+    raw_end: int
+    usage: dict[str, tuple[int, int]]
+
+
+@dataclass
+class Verdict:
+    """Whether each lag stayed flat over the last half of the serving period."""
+
+    rate: float
+    seconds: float
+    horizon: float  # the slope is judged over this many seconds
+    bound: float  # one trigger's worth of events
+    growth: dict[str, float]  # slope × horizon, per lag
+    slope: dict[str, float]  # events/s, per lag
+    down: list[str]  # processes that died
+
+    @property
+    def held(self) -> bool:
+        return not self.down and all(g <= self.bound for g in self.growth.values())
+
+    def line(self) -> str:
+        growth = ", ".join(f"{name} {self.growth[name]:+,.0f}" for name in LAGS)
+        dead = f"; DOWN: {', '.join(self.down)}" if self.down else ""
+        verdict = "holds" if self.held else "does NOT hold"
+        return (
+            f"{self.rate:,.0f} events/s {verdict}: lag trend × {self.horizon:,.0f} s {growth} "
+            f"(bound {self.bound:,.0f}){dead}"
+        )
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, value) points."""
+    if len(points) < 3:
+        return math.nan
+    t = np.array([p[0] for p in points])
+    v = np.array([p[1] for p in points])
+    return float(np.polyfit(t - t[0], v, 1)[0])
+
+
+@dataclass
+class Run:
+    rate: float
+    seconds: float
+    samples: list[Sample]
+    started: float  # epoch seconds: the first event received
+    events: int  # served
+    verdict: Verdict
+    pipeline: Pipeline
+    mode: ReplayMode
+
+
+def first_received(settings: Settings) -> float | None:
+    """Receive time (epoch s) of the raw topic's first record, or None before there is one."""
+
+    async def read() -> float | None:
+        consumer = AIOKafkaConsumer(**aiokafka_options(settings.kafka), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(settings.kafka.topics.raw.name, 0)
+            consumer.assign([tp])
+            if (await consumer.end_offsets([tp]))[tp] == 0:
+                return None
+            await consumer.seek_to_beginning(tp)
+            batch = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
+            for record in batch.get(tp, []):
+                headers = dict(record.headers)
+                return int(headers[HEADER_RECEIVED_AT]) / 1000
+            return None
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def serve(
+    pipeline: Pipeline,
+    rate: float,
+    seconds: float,
+    every: float,
+    label: str,
+    *,
+    horizon: float,
+    troughs: bool,
+) -> Run:
+    """Serve rate × seconds events; sample until the serving period is over; the verdict on
+    the slope of each lag over the last half, times ``horizon`` seconds. ``troughs``: the
+    Spark job's lag is taken at its troughs (its minimum over the trigger before each sample):
+    over a probe's few triggers its sawtooth would swamp the slope."""
+    events = round(rate * seconds)
+    options = (
+        f"--rate={rate:g}",
+        f"--event-rate={rate:g}",  # event time runs at the wall clock's pace
+        f"--events={events}",
+        "--duplicate-rate=0",
+        "--canary-every=0",
+    )
+    mode = ReplayMode.synthetic(options=options)
+    say(f"\n{label}: {rate:,.0f} events/s for {seconds:,.0f} s ({events:,} events); starting the "
+        f"Spark job, the replay server and the worker …")  # fmt: skip
+    mode = pipeline.start(mode)
+    settings = pipeline.settings
+    deadline = time.time() + 120
+    started = None
+    while started is None:
+        if time.time() > deadline:
+            raise RuntimeError("no event reached the raw topic within 2 minutes")
+        time.sleep(0.5)
+        started = first_received(settings)
+    say(f"{'t (s)':>6} {'raw':>11} {'ingest lag':>11} {'norm lag':>10} {'spark lag':>10}")
+    samples: list[Sample] = []
+    end = started + seconds
+    while True:
+        now = time.time()
+        lags = {lag.consumer: lag for lag in consumer_lag(settings)}
+        roots = pipeline.roots()
+        sample_usage = usage(roots)
+        t = (now + time.time()) / 2
+        raw_end = sum(p.end for p in lags[NORMALIZER].partitions)
+        due = min(events, rate * (t - started))
+        values = {
+            "ingest": max(0.0, due - raw_end) if lags[NORMALIZER].known else math.nan,
+            NORMALIZER: lags[NORMALIZER].total if lags[NORMALIZER].known else math.nan,
+            SPARK: lags[SPARK].total if lags[SPARK].known else math.nan,
+        }
+        samples.append(Sample(t, values, raw_end, sample_usage))
+        say(f"{t - started:>6.0f} {raw_end:>11,} {values['ingest']:>11,.0f} "
+            f"{values[NORMALIZER]:>10,.0f} {values[SPARK]:>10,.0f}")  # fmt: skip
+        if t >= end:
+            break
+        time.sleep(max(0.0, min(every - (time.time() - now), end - time.time())))
+    trigger = settings.spark.trigger.processing_time.total_seconds()
+    series = {name: [(s.t, s.lags[name]) for s in samples] for name in LAGS}
+    if troughs:
+        series[SPARK] = [
+            (t, min(v for u, v in series[SPARK] if t - trigger <= u <= t)) for t, _ in series[SPARK]
+        ]
+    slopes = {
+        name: slope([(t, v) for t, v in points if t >= started + seconds / 2 and not math.isnan(v)])
+        for name, points in series.items()
+    }
+    verdict = Verdict(
+        rate=rate,
+        seconds=seconds,
+        horizon=horizon,
+        bound=rate * trigger,
+        growth={name: value * horizon for name, value in slopes.items()},
+        slope=slopes,
+        down=pipeline.down(),
+    )
+    say(verdict.line())
+    return Run(rate, seconds, samples, started, events, verdict, pipeline, mode)
+
+
+# ---- counting every event --------------------------------------------------------------------
+
+
+@dataclass
+class Count:
+    served: int
+    typed_total: int
+    typed_distinct: int
+    sample: int  # served ids checked one by one
+    sample_missing: int
+    aggregated: int  # sum of wiki_activity.events
+    dead_letters: int
+    drained_after: float | None  # seconds after the serving period; None: never drained
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.served - self.typed_distinct)
+
+    @property
+    def doubled(self) -> int:
+        return self.typed_total - self.typed_distinct
+
+
+def drain(run: Run, timeout: float) -> float | None:
+    """Wait until every served event is in the raw topic and both readers have caught up;
+    seconds it took after the serving period, None when it did not within ``timeout``."""
+    settings = run.pipeline.settings
+    end = run.started + run.seconds
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        lags = {lag.consumer: lag for lag in consumer_lag(settings)}
+        if all(lag.known for lag in lags.values()):
+            raw_end = sum(p.end for p in lags[NORMALIZER].partitions)
+            if raw_end >= run.events and lags[NORMALIZER].total == 0 and lags[SPARK].total == 0:
+                return max(0.0, time.time() - end)
+        time.sleep(1)
+    return None
+
+
+async def typed_ids(settings: Settings) -> tuple[int, np.ndarray]:
+    """(records, their event ids as 16-byte values) of the whole typed topic, read_committed."""
+    topic = settings.kafka.topics.typed
+    consumer = AIOKafkaConsumer(
+        **aiokafka_options(settings.kafka),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=32 << 20,
+    )
+    await consumer.start()
+    ids = bytearray()
+    total = 0
+    marker = b'"event_id":"'
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+            batch = await consumer.getmany(*partitions, timeout_ms=1000, max_records=50_000)
+            for records in batch.values():
+                for record in records:
+                    value = record.value
+                    start = value.index(marker) + len(marker)
+                    ids += binascii.unhexlify(value[start : start + 36].replace(b"-", b""))
+                    total += 1
+    finally:
+        await consumer.stop()
+    return total, np.frombuffer(bytes(ids), dtype="S16")
+
+
+def dead_letters(settings: Settings) -> int:
+    async def read() -> int:
+        consumer = AIOKafkaConsumer(
+            **aiokafka_options(settings.kafka), isolation_level="read_committed"
+        )
+        await consumer.start()
+        try:
+            name = settings.kafka.topics.dead_letter.name
+            tps = [
+                TopicPartition(name, p) for p in range(settings.kafka.topics.dead_letter.partitions)
+            ]
+            return sum((await consumer.end_offsets(tps)).values())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def query(settings: Settings, statement: str) -> list[tuple[Any, ...]]:
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(statement)
+            return list(cursor.fetchall())
+    finally:
+        connection.close()
+
+
+def served_ids(mode: ReplayMode, rate: float, positions: list[int]) -> np.ndarray:
+    """The ``meta.id`` the replay server sent at ``positions``: the stream is a pure function of
+    its options (the same ones as ``python -m infra.replay serve`` builds from the mode)."""
+    stream = SyntheticStream(
+        StreamOptions(
+            seed=mode.seed or 0,
+            rate=rate,
+            start=mode.origin,
+            duplicate_rate=0.0,
+            canary_interval=None,
+        )
+    )
+    return np.array([uuid.UUID(stream.label(p).event_id).bytes for p in positions], dtype="S16")
+
+
+def count(run: Run, timeout: float) -> Count:
+    settings = run.pipeline.settings
+    say("\nserving done; waiting for the pipeline to drain …")
+    drained = drain(run, timeout)
+    say("drained" if drained is not None else f"NOT drained after {timeout:.0f} s; counting anyway")
+    say("reading the whole typed topic …")
+    started = time.perf_counter()
+    total, ids = asyncio.run(typed_ids(settings))
+    distinct = np.unique(ids)
+    say(f"  {total:,} records, {len(distinct):,} distinct ids "
+        f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+    step = max(1, run.events // 4000)
+    positions = sorted({*range(0, run.events, step), *range(max(0, run.events - 50), run.events)})
+    expected = served_ids(run.mode, run.rate, positions)
+    found = np.isin(expected, distinct)
+    aggregated = query(settings, "SELECT coalesce(sum(events), 0) FROM wiki_activity")[0][0]
+    return Count(
+        served=run.events,
+        typed_total=total,
+        typed_distinct=len(distinct),
+        sample=len(positions),
+        sample_missing=int((~found).sum()),
+        aggregated=int(aggregated),
+        dead_letters=dead_letters(settings),
+        drained_after=drained,
+    )
+
+
+# ---- the search and the report -----------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    run: Run
+    count: Count | None
+    batch_ms: list[int]
+
+
+def measure(
+    stack: Stack,
+    environ: dict[str, str],
+    rate: float,
+    seconds: float,
+    args: argparse.Namespace,
+    *,
+    label: str,
+    counted: bool,
+) -> Measured:
+    """One run on a fresh pipeline: serve, sample, and (``counted``) drain and count."""
+    overrides = dict(args.config)
+    if args.smoke:
+        overrides["SPARK_TRIGGER_PROCESSING_TIME"] = "5 seconds"
+    with Pipeline.of(stack, environ, overrides) as pipeline:
+        # A probe is judged by the slope the confirmation run would allow.
+        horizon = seconds / 2 if counted else args.minutes * 60 / 2
+        run = serve(
+            pipeline, rate, seconds, args.every, label, horizon=horizon, troughs=not counted
+        )
+        counts = count(run, timeout=max(300.0, seconds)) if counted else None
+        rows = query(pipeline.settings, "SELECT duration_ms FROM pipeline_batches"
+                     " WHERE duration_ms IS NOT NULL ORDER BY batch_id")  # fmt: skip
+        batch_ms = [int(row[0]) for row in rows]
+    say(f"stopped the run's processes; Spark batches took {describe_batches(batch_ms)}")
+    return Measured(run, counts, batch_ms)
+
+
+def describe_batches(batch_ms: list[int]) -> str:
+    if not batch_ms:
+        return "(no batch)"
+    return (
+        f"median {statistics.median(batch_ms) / 1000:.1f} s, max {max(batch_ms) / 1000:.1f} s "
+        f"over {len(batch_ms)} batches"
+    )
+
+
+def search(
+    stack: Stack, environ: dict[str, str], args: argparse.Namespace
+) -> tuple[float | None, list[Verdict]]:
+    """The highest rate that holds in a short probe: up by STEP_UP while it holds (down by
+    STEP_DOWN until it does), then bisect the bracket to within RESOLUTION."""
+    tried: list[Verdict] = []
+
+    def holds(rate: float) -> bool:
+        label = f"probe {len(tried) + 1}"
+        measured = measure(
+            stack, environ, rate, args.probe_minutes * 60, args, label=label, counted=False
+        )
+        tried.append(measured.run.verdict)
+        return measured.run.verdict.held
+
+    def rounded(rate: float) -> float:
+        return float(max(100, round(rate, -2)))
+
+    low: float | None = None
+    high: float | None = None
+    rate = rounded(args.start_rate)
+    if holds(rate):
+        low = rate
+        while high is None and rounded(low * STEP_UP) <= args.max_rate:
+            rate = rounded(low * STEP_UP)
+            low, high = (rate, None) if holds(rate) else (low, rate)
+    else:
+        high = rate
+        while low is None and high > 100:
+            rate = rounded(high * STEP_DOWN)
+            low, high = (rate, high) if holds(rate) else (None, rate)
+    while low is not None and high is not None and high / low > RESOLUTION:
+        rate = rounded((low * high) ** 0.5)
+        if rate in (low, high):
+            break
+        low, high = (rate, high) if holds(rate) else (low, rate)
+    return low, tried
+
+
+def mib(value: float) -> float:
+    return value / 2**20
+
+
+def report_run(report: Report, measured: Measured, probes: list[Verdict]) -> None:
+    run, counts = measured.run, measured.count
+    verdict = run.verdict
+    minutes = run.seconds / 60
+    tried = [
+        {"rate": v.rate, "held": v.held, "lag_growth": v.growth, "bound": v.bound} for v in probes
+    ]
+    what = f"sustained rate, the whole pipeline, {minutes:g} min, every event counted"
+    if verdict.held:
+        report.add("load.sustained_rate", what, run.rate, "events/s", goal=Goal(GOAL_RATE),
+                   served=run.events, minutes=minutes, probes=tried)  # fmt: skip
+    else:
+        report.add("load.sustained_rate", what, None, "events/s", goal=Goal(GOAL_RATE),
+                   note=f"not sustained at {run.rate:,.0f} events/s: {verdict.line()}",
+                   served=run.events, minutes=minutes, probes=tried)  # fmt: skip
+    for name in LAGS:
+        report.add(
+            f"load.lag_growth.{name}",
+            f"{name} lag growth over the last half (slope × {verdict.horizon:,.0f} s)",
+            verdict.growth[name], "events", goal=Goal(verdict.bound, at_least=False),
+            slope_per_s=verdict.slope[name],
+            max=max(s.lags[name] for s in run.samples),
+        )  # fmt: skip
+    if counts is None:
+        return
+    drained = counts.drained_after
+    count_detail = {
+        "served": counts.served, "typed_records": counts.typed_total,
+        "typed_distinct_ids": counts.typed_distinct, "sampled_ids": counts.sample,
+        "sampled_ids_missing": counts.sample_missing, "dead_letters": counts.dead_letters,
+        "wiki_activity_events": counts.aggregated, "drained_after_s": drained,
+    }  # fmt: skip
+    lost_note = "" if drained is not None else "the pipeline did not drain in time"
+    report.add("load.lost", "served events missing from the typed topic", counts.lost,
+               "events", goal=Goal(0, at_least=False), note=lost_note, **count_detail)  # fmt: skip
+    report.add("load.doubled", "served events more than once in the typed topic",
+               counts.doubled, "events", goal=Goal(0, at_least=False))  # fmt: skip
+    report.add("load.aggregated_difference", "|sum of wiki_activity.events - served|",
+               abs(counts.aggregated - counts.served), "events",
+               goal=Goal(0, at_least=False))  # fmt: skip
+    report.add("load.drain_seconds", "drained after the last event was due",
+               drained, "s", note="" if drained is not None else "did not drain")  # fmt: skip
+    batch_ms = measured.batch_ms
+    report.add(
+        "load.spark_batch_seconds", "Spark micro-batch duration, median",
+        statistics.median(batch_ms) / 1000 if batch_ms else None, "s",
+        note="" if batch_ms else "no batch recorded", max_s=max(batch_ms, default=0) / 1000,
+        batches=len(batch_ms),
+    )  # fmt: skip
+    first, last = run.samples[0], run.samples[-1]
+    elapsed = last.t - first.t
+    ingested = last.raw_end - first.raw_end
+    report.add("load.ingested_rate", "ingested into the raw topic while serving, mean",
+               ingested / elapsed, "events/s", seconds=elapsed)  # fmt: skip
+    total = 0.0
+    for key, name in PROCESSES:
+        seconds = (last.usage[key][0] - first.usage[key][0]) / CLOCK_TICKS
+        total += 100 * seconds / elapsed
+        report.add(f"load.cpu.{key}", f"CPU of {name}", 100 * seconds / elapsed,
+                   "% of a core", us_per_event=1e6 * seconds / max(1, ingested),
+                   rss_start_mib=mib(first.usage[key][1]),
+                   rss_end_mib=mib(last.usage[key][1]))  # fmt: skip
+    report.add("load.cpu.total", "CPU of all of them", total, "% of a core",
+               cores=os.cpu_count())  # fmt: skip
+    for key, name in PROCESSES:
+        report.add(f"load.rss.{key}", f"RSS of {name} at the end", mib(last.usage[key][1]),
+                   "MiB", start_mib=mib(first.usage[key][1]))  # fmt: skip
+
+
+def variable(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.isupper():
+        raise argparse.ArgumentTypeError(f"expected VARIABLE=VALUE, not {text!r}")
+    return name, value
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=5000.0, help="events/s served")
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--keep", action="store_true", help="leave the stack and its home")
+    parser.add_argument("--rate", type=float, help="run at this rate (events/s): no search")
+    parser.add_argument("--minutes", type=float, default=10.0, help="the confirmation run")
+    parser.add_argument("--start-rate", type=float, default=6000.0, help="the first probe")
+    parser.add_argument("--max-rate", type=float, default=30000.0, help="the search's ceiling")
+    parser.add_argument("--probe-minutes", type=float, default=2.0, help="each probe")
+    parser.add_argument("--every", type=float, default=3.0, help="seconds between samples")
     parser.add_argument(
-        "--recording", type=Path, metavar="FILE",
-        help="serve this NDJSON file in a loop instead of the synthetic stream",
+        "--config", type=variable, action="append", default=[], metavar="VARIABLE=VALUE",
+        help="configuration of the run's processes, e.g. KAFKA_PRODUCER_BATCH_SIZE=16384 "
+        "(repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reuse-services",
+        action="store_true",
+        help="use the running Kafka and PostgreSQL that the configuration names",
+    )
+    add_arguments(parser)
     args = parser.parse_args()
-    rate = f"--rate={args.rate:g}"
-    if args.recording is None:
-        mode = ReplayMode.synthetic(options=(rate, f"--event-rate={args.rate:g}"))
-    else:
-        mode = ReplayMode.for_file(args.recording, speed=1.0, loop=True, options=(rate,))
-
-    home = make_home("wikipulse-load-")
-    # The components the stack spawns read their configuration from the environment.
-    os.environ.update(stack_environment(home))
-    settings = load_settings()
-    stack = Stack(settings)
-    try:
-        print(f"starting the stack in {home}, serving {mode.describe()} …", flush=True)
-        stack.up(replay=mode)
-        pids = {state.name: state.pid for state in stack.status()}
-        samples: list[dict[str, float]] = []
-        started = time.monotonic()
-        deadline = started + args.minutes * 60
-        print(f"{'t (s)':>6} {'raw +ev/s':>10} {'norm lag':>9} {'spark lag':>10} "
-              f"{'worker RSS':>11} {'spark RSS':>10}", flush=True)  # fmt: skip
-        previous_raw: tuple[float, int] | None = None
-        while time.monotonic() < deadline:
-            lags = {lag.consumer: lag for lag in consumer_lag(settings)}
-            for lag in lags.values():
-                if not lag.known:
-                    print(f"  {lag.consumer} lag unknown: {lag.error}", flush=True)
-            raw_end = sum(p.end for p in lags[NORMALIZER].partitions)
-            now = time.monotonic()
-            rate = (raw_end - previous_raw[1]) / (now - previous_raw[0]) if previous_raw else 0.0
-            previous_raw = (now, raw_end)
-            sample = {
-                "t": now - started,
-                "raw_rate": rate,
-                "raw_end": raw_end,
-                "normalizer_lag": lags[NORMALIZER].total if lags[NORMALIZER].known else -1,
-                "spark_lag": lags[SPARK].total if lags[SPARK].known else -1,
-                "worker_rss": tree_rss(pids.get("worker")),
-                "spark_rss": tree_rss(pids.get("spark")),
-            }
-            samples.append(sample)
-            print(f"{sample['t']:>6.0f} {rate:>10,.0f} {sample['normalizer_lag']:>9,.0f} "
-                  f"{sample['spark_lag']:>10,.0f} {mib(sample['worker_rss']):>11} "
-                  f"{mib(sample['spark_rss']):>10}", flush=True)  # fmt: skip
-            time.sleep(args.every)
-        report(samples, args.rate)
-        dead = [state.name for state in stack.status() if state.required and not state.healthy]
-        print(f"components down at the end: {', '.join(dead) or 'none'}")
-    finally:
-        if args.keep:
-            print(f"kept: WIKIPULSE_HOME={home}")
+    report = Report("bench_load", smoke=args.smoke)
+    with services(args.reuse_services) as (stack, environ):
+        probes: list[Verdict] = []
+        if args.smoke:
+            rate, seconds, args.every = 300.0, 30.0, 2.0
+        elif args.rate is not None:
+            rate, seconds = args.rate, args.minutes * 60
         else:
-            stack.down(purge=True)
-            shutil.rmtree(home, ignore_errors=True)
+            found, probes = search(stack, environ, args)
+            say("\nprobes:\n" + "\n".join(f"  {v.line()}" for v in probes))
+            if found is None:
+                report.add("load.sustained_rate", "sustained rate, the whole pipeline", None,
+                           "events/s", goal=Goal(GOAL_RATE), note="no probe held")  # fmt: skip
+                report.finish(args.json)
+                return
+            rate, seconds = found, args.minutes * 60
+        measured = measure(stack, environ, rate, seconds, args, label="confirmation", counted=True)
+    print_usage(measured.run)
+    report_run(report, measured, probes)
+    report.finish(args.json)
 
 
-def report(samples: list[dict[str, float]], target: float) -> None:
-    steady = samples[1:]
-    if len(steady) < 4:
-        print("too few samples for a report")
-        return
-    half = len(steady) // 2
-    first, second = steady[:half], steady[half:]
-    elapsed = steady[-1]["t"] - samples[0]["t"]
-    ingested = (steady[-1]["raw_end"] - samples[0]["raw_end"]) / elapsed
-    print(f"\nload: {elapsed / 60:.1f} min at a served rate of {target:,.0f} events/s")
-    print(f"  ingested into raw      : {ingested:>10,.0f} events/s (mean)")
-    for name, key in (("normalizer", "normalizer_lag"), ("spark job", "spark_lag")):
-        a = max(s[key] for s in first)
-        b = max(s[key] for s in second)
-        verdict = "bounded" if b <= max(2 * a, 10_000) else "GROWING"
-        print(f"  {name:<10} lag max   : first half {a:>9,.0f}, second half {b:>9,.0f}  "
-              f"-> {verdict}")  # fmt: skip
-    for name, key in (("worker", "worker_rss"), ("spark job", "spark_rss")):
-        start, end = steady[0][key], steady[-1][key]
-        middle = statistics.median(s[key] for s in steady)
-        print(f"  {name:<10} RSS       : start {mib(start)}, median {mib(middle)}, "
-              f"end {mib(end)} ({(end - start) / max(start, 1):+.0%})")  # fmt: skip
+def print_usage(run: Run) -> None:
+    first, last = run.samples[0], run.samples[-1]
+    elapsed = last.t - first.t
+    ingested = max(1, last.raw_end - first.raw_end)
+    say(f"\nwhere the time goes over {elapsed:,.0f} s at {run.rate:,.0f} events/s "
+        f"({ingested / elapsed:,.0f} events/s ingested; {os.cpu_count()} cores):")  # fmt: skip
+    for key, name in PROCESSES:
+        seconds = (last.usage[key][0] - first.usage[key][0]) / CLOCK_TICKS
+        start, end = mib(first.usage[key][1]), mib(last.usage[key][1])
+        say(f"  {name:<26} {100 * seconds / elapsed:>5.0f}% of a core "
+            f"{1e6 * seconds / ingested:>6.1f} µs per event ingested   "
+            f"RSS {start:>6,.0f} -> {end:>6,.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":
