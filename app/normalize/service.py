@@ -16,11 +16,10 @@ failure of its loop crashes the app, which stops the worker. Its state is named:
 of each raw partition it owns (:attr:`Normalizer.dedup`) and their transactional producers
 (:attr:`Normalizer.producers`); it counts each committed batch in the worker's metrics.
 
-Why a service over aiokafka and not a Faust agent: measured on this 2-core machine, a Faust
-agent that does nothing tops out at ~1,300-1,500 events/s (its per-event machinery), well under
-what a backfill or a replay needs, and Faust's exactly-once did not cover the typed topic the
-agent writes. This batch loop, one transaction per raw partition and batch, does ~12,000
-events/s.
+Why a service over aiokafka and not a Faust agent: on a 2-core machine a Faust agent that does
+nothing topped out at ~1,300-1,500 events/s (its per-event machinery; a one-off observation),
+well under what a backfill or a replay needs, and Faust's exactly-once did not cover the typed
+topic the agent writes. This batch loop's rate is measured by tests/benchmarks/bench_ingest.py.
 """
 
 from __future__ import annotations
