@@ -192,8 +192,7 @@ def health_panel() -> None:
             st.warning(
                 f"{health.unknown_in_span:,} typed records of a schema version the Spark job "
                 "does not read were skipped in the selected range: a producer writes another "
-                "version of the contract (see spark/README.md, schema versions).",
-                icon="⚠️",
+                "version of the contract (see spark/README.md, schema versions)."
             )
         if heartbeat is None:
             st.metric("Worker", "unreachable", help="Its /health did not answer", border=True)

@@ -58,7 +58,12 @@ def _figure_row(figure: dict[str, Any]) -> str:
         text += f". {figure['note']}"
     goal = figure.get("goal") or ""
     met = {None: "", True: "met", False: "**missed**"}[figure.get("met")]
-    return f"| {figure['what']} | {text} | {goal} | {met} |"
+    return f"| {_cell(figure['what'])} | {_cell(text)} | {goal} | {met} |"
+
+
+def _cell(text: str) -> str:
+    """Text in a Markdown table cell: its own bars escaped."""
+    return text.replace("|", "\\|")
 
 
 def render(results: Sequence[dict[str, Any]]) -> str:
