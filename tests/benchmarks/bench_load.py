@@ -78,7 +78,7 @@ from app.config import Settings, load_settings  # noqa: E402
 from app.config.clients import aiokafka_options, libpq_params  # noqa: E402
 from app.contract import HEADER_RECEIVED_AT  # noqa: E402
 from infra.home import Home  # noqa: E402
-from infra.kafka import ensure_topics, fetch_spark_jars  # noqa: E402
+from infra.kafka import ensure_topics  # noqa: E402
 from infra.lag import NORMALIZER, SPARK, consumer_lag  # noqa: E402
 from infra.migrations import migrate  # noqa: E402
 from infra.processes import free_port  # noqa: E402
@@ -88,8 +88,8 @@ from infra.spark_job import LocalSparkJob  # noqa: E402
 from infra.stack import Stack  # noqa: E402
 from infra.worker import LocalWorker  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments  # noqa: E402
-from tests.conftest import make_home, stack_environment  # noqa: E402
-from tests.harness import clean_environ  # noqa: E402
+from tests.benchmarks.services import services  # noqa: E402
+from tests.conftest import make_home  # noqa: E402
 
 GOAL_RATE = 12_000
 STEP_UP, STEP_DOWN, RESOLUTION = 1.25, 0.8, 1.08
@@ -180,24 +180,6 @@ def usage(roots: dict[str, int | None]) -> dict[str, tuple[int, int]]:
 
 
 # ---- the services, and one run's own state ------------------------------------------------------
-
-
-@contextlib.contextmanager
-def services(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
-    """Kafka and PostgreSQL: the running ones (``reuse``), or our own on a temporary home."""
-    if reuse:
-        environ = dict(os.environ)
-        stack = Stack(load_settings(environ=environ))
-        fetch_spark_jars(stack.home)
-        yield stack, environ
-        return
-    environ = {**clean_environ(), **stack_environment(make_home("wikipulse-load-"))}
-    stack = Stack(load_settings(environ=environ))
-    try:
-        stack.up(pipeline=False)  # PostgreSQL migrated, Kafka, the Spark connector jars
-        yield stack, environ
-    finally:
-        stack.down(purge=True)
 
 
 @contextlib.contextmanager
@@ -805,7 +787,7 @@ def main() -> None:
     add_arguments(parser)
     args = parser.parse_args()
     report = Report("bench_load", smoke=args.smoke)
-    with services(args.reuse_services) as (stack, environ):
+    with services(args.reuse_services, "wikipulse-load-") as (stack, environ):
         probes: list[Verdict] = []
         if args.smoke:
             rate, seconds, args.every = 300.0, 30.0, 2.0

@@ -74,12 +74,11 @@ from app.contract import TYPED_HEADERS, WIKI_ACTIVITY_COUNTERS, RecentChange  # 
 from app.normalize import normalize  # noqa: E402
 from app.normalize.batch import encode_typed  # noqa: E402
 from app.normalize.service import MAX_BATCH_RECORDS  # noqa: E402
-from infra.kafka import fetch_spark_jars  # noqa: E402
 from infra.migrations import migrate  # noqa: E402
 from infra.stack import Stack  # noqa: E402
 from tests.benchmarks import data as bench_data  # noqa: E402
 from tests.benchmarks.method import Comparison, Goal, Report, add_arguments, interleaved  # noqa: E402
-from tests.conftest import make_home, stack_environment  # noqa: E402
+from tests.benchmarks.services import services  # noqa: E402
 
 RATE = 50  # events per second of event time (Wikimedia: 25-100)
 TEMPLATES = 5000  # distinct events the dataset is made of
@@ -158,26 +157,6 @@ async def delete_topic(settings: Settings) -> None:
 
 
 # ---- services and scratch state ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def services(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
-    """PostgreSQL and Kafka: the running ones (``reuse``), or our own on a temporary home."""
-    if reuse:
-        environ = dict(os.environ)
-        stack = Stack(load_settings(environ=environ))
-        fetch_spark_jars(stack.home)
-        yield stack, environ
-        return
-    environ = stack_environment(make_home("wikipulse-bench-"))
-    stack = Stack(load_settings(environ=environ))
-    try:
-        stack.postgres.start()
-        stack.kafka.start()
-        fetch_spark_jars(stack.home)
-        yield stack, environ
-    finally:
-        stack.down(purge=True)
 
 
 class Scratch:
@@ -455,7 +434,7 @@ def main() -> int:
     )
 
     say(f"cores: {os.cpu_count()}")
-    with services(args.reuse_services) as (stack, environ):
+    with services(args.reuse_services, "wikipulse-bench-") as (stack, environ):
         scratch = Scratch(stack, environ)
         try:
             settings = scratch.base
