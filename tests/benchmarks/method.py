@@ -187,7 +187,7 @@ class Report:
             rows.append(
                 (
                     figure.what,
-                    _format(figure.value, figure.unit),
+                    format_value(figure.value, figure.unit),
                     figure.goal or "",
                     {None: "", True: "yes", False: "NO"}[figure.met],
                 )
@@ -221,14 +221,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _format(value: float | None, unit: str) -> str:
+def format_value(value: float | None, unit: str, *, markdown: bool = False) -> str:
+    """A figure as the table prints it, or (``markdown``) as the README shows it, in bold."""
     if value is None:
         return "not measured"
+    bold = "**" if markdown else ""
     if unit == "x":
-        return f"{value:.2f}x"
-    if abs(value) >= 100:
-        return f"{value:,.0f} {unit}"
-    return f"{value:.2f} {unit}"
+        return f"{bold}{value:.2f}{'×' if markdown else 'x'}{bold}"
+    number = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{bold}{number}{bold} {unit}"
 
 
 def _relative(arg: str) -> str:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.method import format_value
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "infra" / "README.md"
 RESULTS = ROOT / "tests" / "benchmarks" / "results"
@@ -31,16 +33,6 @@ class PublishError(Exception):
     pass
 
 
-def _value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "not measured"
-    if unit == "x":
-        return f"**{value:.2f}×**"
-    if abs(value) >= 100:
-        return f"**{value:,.0f}** {unit}"
-    return f"**{value:.2f}** {unit}"
-
-
 def _ratio_detail(detail: dict[str, Any], unit_name: str) -> str:
     return (
         f"median of {detail['rounds']} interleaved rounds (best {detail['ratio_best']:.2f}×); "
@@ -51,7 +43,7 @@ def _ratio_detail(detail: dict[str, Any], unit_name: str) -> str:
 
 def _figure_row(figure: dict[str, Any]) -> str:
     detail = figure.get("detail") or {}
-    text = _value(figure["value"], figure["unit"])
+    text = format_value(figure["value"], figure["unit"], markdown=True)
     if figure["unit"] == "x" and "ratio_best" in detail:
         text += f": {_ratio_detail(detail, detail.get('unit_name', 'events'))}"
     if figure.get("note"):
