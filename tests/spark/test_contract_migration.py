@@ -29,7 +29,7 @@ from infra.kafka import ensure_topics
 from infra.processes import free_port
 from spark.job import run
 from tests.events import synthetic
-from tests.harness import read_topic, running_worker, wait_until
+from tests.harness import pipeline_environment, read_topic, running_worker, wait_until
 from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import batches, golden, snapshot, user_edit_counts, wiki_activity
 
@@ -75,17 +75,15 @@ def typed_records(settings: Settings, version: int) -> list:
 def test_version_1_to_2_rebuilt_from_the_raw_log_gives_the_same_aggregates(
     spark: SparkSession, job_settings: JobSettings, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    topics = {
-        "KAFKA_TOPICS_RAW_NAME": f"migration-{suffix}.raw",
-        "KAFKA_TOPICS_TYPED_NAME": f"migration-{suffix}.v1",
-        "KAFKA_TOPICS_TYPED_V2_NAME": f"migration-{suffix}.v2",
-        "KAFKA_TOPICS_DEAD_LETTER_NAME": f"migration-{suffix}.dead-letter",
-    }
-    worker_v1 = {**stack_env, **topics, "APP_ID": f"migration-{suffix}",
-                 "APP_WEB_PORT": str(free_port()), "INGESTION_ENABLED": "false",
-                 "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]"}  # fmt: skip
-    worker_v2 = {**worker_v1, "APP_ID": f"migration-{suffix}-v2", "APP_TYPED_VERSIONS": "[2]",
+    # A worker configuration of its own (unique topics and app id), without the SSE connection.
+    worker_v1 = pipeline_environment(
+        stack_env,
+        "http://127.0.0.1:9/unused",
+        INGESTION_ENABLED="false",
+        KAFKA_TOPICS_TYPED_V2_NAME=f"migration-{uuid.uuid4().hex[:8]}.v2",
+    )
+    topics = {key: value for key, value in worker_v1.items() if key.startswith("KAFKA_TOPICS_")}
+    worker_v2 = {**worker_v1, "APP_ID": worker_v1["APP_ID"] + "-v2", "APP_TYPED_VERSIONS": "[2]",
                  "APP_WEB_PORT": str(free_port())}  # fmt: skip
     settings = job_settings(**topics)  # the Spark job on version 1, a fresh database
     same_place = {"POSTGRES_DATABASE": settings.postgres.database,
@@ -93,8 +91,7 @@ def test_version_1_to_2_rebuilt_from_the_raw_log_gives_the_same_aggregates(
     settings_v2 = load_settings(
         environ={**stack_env, **topics, **same_place, "SPARK_SCHEMA_VERSION": "2"}
     )
-    ensure_topics(load_settings(environ=worker_v1))
-    ensure_topics(load_settings(environ=worker_v2))
+    ensure_topics(load_settings(environ=worker_v2))  # version 2's topic
 
     # Repeats and canaries: the rebuild's deduplication must agree with the first worker's.
     first = synthetic(500, seed=314, start=START, rate=5.0, duplicate_rate=0.05,
