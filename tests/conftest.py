@@ -129,8 +129,7 @@ def stack(stack_settings: Settings) -> Iterator[Stack]:
         services.down(purge=True)
 
 
-@pytest.fixture
-def subprocess_env(stack_env: dict[str, str]) -> dict[str, str]:
+def subprocess_environment(stack_env: dict[str, str]) -> dict[str, str]:
     """os.environ without any wikipulse variable of the developer's, plus the stack's."""
     from app.config import ENV_ALIASES, ENV_VARS
 
@@ -138,3 +137,9 @@ def subprocess_env(stack_env: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ours}
     env.update(stack_env)
     return env
+
+
+@pytest.fixture
+def subprocess_env(stack_env: dict[str, str]) -> dict[str, str]:
+    """os.environ without any wikipulse variable of the developer's, plus the stack's."""
+    return subprocess_environment(stack_env)

@@ -156,8 +156,8 @@ def main() -> int:
     )
     add_arguments(parser)
     args = parser.parse_args()
-    minutes = args.minutes if args.minutes is not None else 0.5 if args.smoke else 10.0
-    every = args.every if args.every is not None else 10.0 if args.smoke else 60.0
+    minutes = args.minutes if args.minutes is not None else 0.25 if args.smoke else 10.0
+    every = args.every if args.every is not None else 5.0 if args.smoke else 60.0
     report = Report("bench_footprint", smoke=args.smoke)
 
     mode = ReplayMode.synthetic(options=(f"--event-rate={args.rate:g}",))

@@ -419,7 +419,7 @@ def main() -> int:
     )
     add_arguments(parser)
     args = parser.parse_args()
-    seconds = args.seconds if args.seconds is not None else 25.0 if args.smoke else 150.0
+    seconds = args.seconds if args.seconds is not None else 12.0 if args.smoke else 150.0
     triggers = ["1 second"] if args.smoke else list(TRIGGERS)
     report = Report("bench_freshness", smoke=args.smoke)
 

@@ -43,7 +43,7 @@ Without ``--reuse-services`` it starts its own Kafka and PostgreSQL (a temporary
 ports) and removes them after. With it, it uses the running ones that the configuration names
 (``WIKIPULSE_HOME``, ``KAFKA_BOOTSTRAP_SERVERS``, ``POSTGRES_*``). Either way each run has its own
 topics, database, Spark checkpoint and worker (a home of its own), removed after the run.
-``--smoke``: one 30 s run at 300 events/s with a 5 s trigger, no search, still counting exactly.
+``--smoke``: one 15 s run at 300 events/s with a 5 s trigger, no search, still counting exactly.
 """
 
 from __future__ import annotations
@@ -790,7 +790,7 @@ def main() -> None:
     with services(args.reuse_services, "wikipulse-load-") as (stack, environ):
         probes: list[Verdict] = []
         if args.smoke:
-            rate, seconds, args.every = 300.0, 30.0, 2.0
+            rate, seconds, args.every = 300.0, 15.0, 2.0
         elif args.rate is not None:
             rate, seconds = args.rate, args.minutes * 60
         else:
