@@ -70,6 +70,8 @@ class Deployment:
             POSTGRES_RETENTION_DAYS="100000",  # the events are from November 2026
         )
         self.served = 0
+        #: Step 1's worker's web port (6067 in the README).
+        self.rebuild_port = free_port()
 
     def recording(self, count: int) -> Path:
         """A file per phase: ``up --replay`` keeps a server that serves the same file."""
@@ -96,7 +98,7 @@ class Deployment:
         """A README block as written, but for the CLI's path, ``.env``'s and step 1's port."""
         script = block.replace("./infra/wikipulse", WIKIPULSE)
         script = re.sub(r"(?<![\w/.])\.env\b", str(self.dotenv), script)
-        script = script.replace("APP_WEB_PORT=6067", f"APP_WEB_PORT={free_port()}")
+        script = script.replace("APP_WEB_PORT=6067", f"APP_WEB_PORT={self.rebuild_port}")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
             env=self.env,
@@ -173,6 +175,12 @@ def test_version_1_to_2_and_back_as_the_readme_says(deployment: Deployment) -> N
     deployment.run_block(rebuild)
     deployment.wait_typed(1, DURING)
     deployment.wait_typed(2, DURING)  # from the raw log's beginning, then live
+    # "`APP_ID=wikipulse-worker-v2 APP_WEB_PORT=6067 ./infra/wikipulse status` shows its lag"
+    port = str(deployment.rebuild_port)
+    status = run_cli({**deployment.env, "APP_ID": "wikipulse-worker-v2", "APP_WEB_PORT": port},
+                     "status").stdout  # fmt: skip
+    assert re.search(rf"^\s*up\s+worker\s.*:{port}\s", status, re.MULTILINE), status
+    assert re.search(r"lag normalizer:\s+0 records behind", status), status
     deployment.wait_aggregated()
     before = {table: snapshot(deployment.settings, table) for table in TABLES}
 
