@@ -60,6 +60,7 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -801,6 +802,9 @@ def main() -> None:
     add_arguments(parser)
     args = parser.parse_args()
     report = Report("bench_load", smoke=args.smoke)
+    # A SIGTERM (a test's timeout) must still stop what was started: the processes run in
+    # sessions of their own and would outlive this one.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with services(args.reuse_services, "wikipulse-load-") as (stack, environ):
         probes: list[Verdict] = []
         if args.smoke:

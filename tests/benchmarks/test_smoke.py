@@ -82,10 +82,17 @@ def live_runs(stack: Stack, stack_env: dict[str, str]) -> Iterator[dict[str, Smo
         try:
             yield runs
         finally:
+            # One whose test did not wait for it (deselected, or failed first): SIGTERM, which
+            # each handles by stopping the processes it started (they run in sessions of their
+            # own and would outlive a SIGKILL).
             for run in runs.values():
                 if run.process.poll() is None:
-                    run.process.kill()
-                    run.process.wait()
+                    run.process.terminate()
+                    try:
+                        run.process.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        run.process.kill()
+                        run.process.wait()
 
 
 def test_every_benchmark_is_covered() -> None:
