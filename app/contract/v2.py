@@ -5,6 +5,9 @@ The incompatible change from version 1: ``user``, ``user_kind`` and ``bot`` beco
 fields gone, so version 2 has a topic of its own; every other field is version 1's. A version-2
 event is made from the version-1 event that :func:`app.normalize.normalize` returns
 (:meth:`RecentChangeV2.from_v1`), so both versions of one raw event always agree.
+
+The fields shared with version 1 are written out here rather than inherited: each class is its
+version's published schema, and a compatible change to one version must not reach the other.
 """
 
 from __future__ import annotations
