@@ -152,6 +152,23 @@ class _Observations:
     max_active: int = 0
 
 
+def pace(
+    latest: tuple[int, datetime] | None, paced: tuple[int, datetime] | None, speed: float | None
+) -> tuple[float, tuple[int, datetime] | None]:
+    """Seconds to sleep before sending an event recorded at ``paced`` (pass, time) when events up
+    to ``latest`` have gone, and the new latest. A recording is not in time order (EventStreams
+    merges two datacenters; a repeat carries its original's time): an older event goes at once
+    and leaves the latest where it was, so a pass lasts its span of event time / ``speed``."""
+    if paced is None:
+        return 0.0, latest
+    if latest is None or latest[0] != paced[0]:
+        return 0.0, paced  # the first event of a pass: gaps are only slept within one
+    if paced[1] <= latest[1]:
+        return 0.0, latest
+    wait = 0.0 if speed is None else (paced[1] - latest[1]).total_seconds() / speed
+    return wait, paced
+
+
 class ReplayServer:
     """An aiohttp server replaying ``events`` (one payload each) as EventStreams does."""
 
@@ -314,7 +331,7 @@ class ReplayServer:
         sequence = self._sequence
         end = sequence.end()
         sent_here = 0
-        previous: tuple[int, datetime] | None = None  # (pass, recorded time) of the last event
+        latest: tuple[int, datetime] | None = None  # (pass, latest recorded time sent)
         position = start
         rate = self.options.rate
         clock = asyncio.get_running_loop().time
@@ -327,7 +344,7 @@ class ReplayServer:
                 if delay > 0.002:
                     await asyncio.sleep(delay)
             elif index is not None:
-                previous = await self._pace(previous, index)
+                latest = await self._pace(latest, index)
             await response.write(sse_frame(position, data))
             sent_here += 1
             self._seen.events_sent += 1
@@ -346,10 +363,10 @@ class ReplayServer:
         return response
 
     async def _pace(
-        self, previous: tuple[int, datetime] | None, ordinal: int
+        self, latest: tuple[int, datetime] | None, ordinal: int
     ) -> tuple[int, datetime] | None:
         """Sleep for the gap to this event (scaled by speed), or, for a live source, until its
-        time comes; return its (pass, time)."""
+        time; the new (pass, latest recorded time sent)."""
         source = self._sequence.source
         paced = source.pace_time(ordinal)
         speed = self.options.speed
@@ -358,12 +375,7 @@ class ReplayServer:
             while (wait := (paced[1] - datetime.now(UTC)).total_seconds()) > 0:
                 await asyncio.sleep(wait)
             return paced
-        if paced is None or speed is None:
-            return previous if paced is None else paced
-        if previous is not None and previous[0] == paced[0]:
-            wait = (paced[1] - previous[1]).total_seconds() / speed
-        else:
-            wait = 0
+        wait, latest = pace(latest, paced, speed)
         if wait > 0:
             await asyncio.sleep(wait)
-        return paced
+        return latest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from infra.replay.server import ReplayOptions, ReplayServer
+from infra.replay.server import ReplayOptions, ReplayServer, pace
 from infra.replay.sources import SyntheticEvents
 from infra.replay.synthetic import StreamOptions, SyntheticStream
 from infra.replay.wire import CONTENT_TYPE, STREAM_PATH
@@ -322,7 +321,7 @@ async def test_loop_replays_with_fresh_ids_and_current_times(serve: Serve) -> No
 
 async def test_speed_paces_events_by_their_recorded_gaps(serve: Serve) -> None:
     times = [dt_of(line) for line in LINES]
-    recorded = sum(max(0.0, (b - a).total_seconds()) for a, b in itertools.pairwise(times))
+    recorded = (max(times) - times[0]).total_seconds()
     _, url = await serve(LINES, speed=4.0)
 
     started = time.monotonic()
@@ -331,6 +330,23 @@ async def test_speed_paces_events_by_their_recorded_gaps(serve: Serve) -> None:
 
     assert len(seen.events) == len(LINES)
     assert elapsed >= 0.9 * recorded / 4.0
+
+
+def test_an_event_older_than_the_latest_goes_at_once_and_keeps_the_pace() -> None:
+    """A repeat or a late event (an older time) costs no sleep, and the next sleep runs from the
+    latest time sent, not from the late one's: a pass lasts its span of event time / speed."""
+    base = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+    latest, waits = None, []
+    for second in (0, 10, 2, 11, 11, 5, 14):
+        wait, latest = pace(latest, (0, base + timedelta(seconds=second)), 2.0)
+        waits.append(wait)
+    assert waits == [0, 5, 0, 0.5, 0, 0, 1.5]  # 7 s: (14 - 0) / 2
+    assert latest == (0, base + timedelta(seconds=14))
+    # The next pass starts at once; an event without a time changes nothing; no speed, no sleep.
+    assert pace(latest, (1, base), 2.0) == (0.0, (1, base))
+    assert pace(latest, None, 2.0) == (0.0, latest)
+    later = (0, base + timedelta(seconds=20))
+    assert pace(latest, later, None) == (0.0, later)
 
 
 async def test_rate_spaces_events_evenly_whatever_was_recorded(serve: Serve) -> None:
