@@ -255,7 +255,7 @@ def golden(
     seen: set[str] = set()
     for raw in raw_lines:
         event = json.loads(raw)
-        if event["meta"]["id"] in seen:
+        if event["meta"]["id"] in seen or event["meta"].get("domain") == "canary":
             continue
         seen.add(event["meta"]["id"])
         if event.get("timestamp") is not None:
