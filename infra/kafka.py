@@ -21,7 +21,7 @@ from app.config.clients import aiokafka_options
 from app.config.names import typed_topics
 from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import INFRA_DIR, Home
-from infra.maven import fetch_jars, require_java
+from infra.maven import fetch_jars, needs_maven, require_java
 from infra.processes import InfraError, ensure_port_free, port_open
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class LocalKafka(SpawnedComponent):
         return self.pid() is not None and port_open(self.host, self.port)
 
     def announce(self, progress: Progress) -> None:
-        if not (self.home.kafka_jars / ".fetched-from").exists():
+        if needs_maven(KAFKA_POM):
             progress("kafka: fetching the broker jars with Maven (first time only)")
 
     def up(self, progress: Progress) -> None:

@@ -21,7 +21,8 @@ from app.config import Settings
 from app.config.clients import libpq_params
 from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import Home
-from infra.kafka import fetch_spark_jars
+from infra.kafka import SPARK_POM, fetch_spark_jars
+from infra.maven import needs_maven
 from spark.status import RUNNING, read_status
 
 
@@ -102,7 +103,7 @@ class LocalSparkJob(SpawnedComponent):
 
     def prepare(self, progress: Progress) -> None:
         """The connector jars: the Spark tests use them without the job."""
-        if not (self.home.spark_jars / ".fetched-from").exists():
+        if needs_maven(SPARK_POM):
             progress("spark: fetching the Kafka connector jars with Maven (first time only)")
         fetch_spark_jars(self.home)
 

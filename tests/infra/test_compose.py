@@ -34,12 +34,12 @@ import pytest
 import yaml
 from pydantic import SecretStr, TypeAdapter
 
+import infra.maven
 from app.config import ENV_VARS, KEYS, load_settings
 from app.config.settings import Settings
 from infra.dashboard import APP_FILE
 from infra.home import Home
 from infra.kafka import list_topics
-from infra.maven import fetch_jars
 from infra.processes import free_port
 from infra.worker import LocalWorker
 from tests.harness import clean_environ
@@ -608,10 +608,10 @@ def test_the_image_is_the_one_the_services_expect() -> None:
     settings = settings_of("spark")
     assert env["WIKIPULSE_HOME"] == str(settings.home)
 
-    # The connector jars: Maven's goal of `up` (infra.maven.fetch_jars) on the same POM, copied
+    # The connector jars: Maven's goal of `up` (infra.maven) on the same POM, copied
     # to where spark.job.connector_jars looks for them.
     runs = " ".join(a for i, a in instructions if i == "RUN")
-    native = inspect.getsource(fetch_jars)
+    native = inspect.getsource(infra.maven)
     for part in ("dependency:copy-dependencies", "-DincludeScope=runtime"):
         assert part in runs and part in native
     assert ("COPY", "infra/spark/pom.xml /build/pom.xml") in instructions
