@@ -134,7 +134,7 @@ def _print_status(stack: Stack) -> bool:
 
 
 def cmd_status(stack: Stack, _: argparse.Namespace) -> int:
-    _say(f"wikipulse: state in {stack.home.root}")
+    _say(f"wikipulse: state in {stack.home.root}, {stack.settings.wikipulse.layout} layout")
     return 0 if _print_status(stack) else 1
 
 
