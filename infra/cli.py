@@ -1,6 +1,6 @@
 """``./infra/wikipulse``: run wikipulse on one machine.
 
-up [--replay [FILE] [--speed X] [--once] | --live]
+up [--cluster] [--replay [FILE] [--speed X] [--once] | --live]
                     start what is not running (PostgreSQL, Kafka, the worker, the Spark job, the
                     dashboard; with --replay a local replay server for the worker, of the
                     synthetic stream or of FILE)
@@ -25,8 +25,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.config import ConfigError, Settings, load_settings
+from app.config import ConfigError, Settings
+from app.config.settings import CLUSTER
 from infra.home import PROJECT_ROOT
+from infra.layout import record_layout, settings_for
 from infra.processes import InfraError
 from infra.replay import cli as replay_cli
 from infra.replay_server import (
@@ -84,7 +86,9 @@ NEXT_STEPS = (
 
 def cmd_up(stack: Stack, args: argparse.Namespace) -> int:
     replay = replay_request(args)
-    _say(f"wikipulse: state in {stack.home.root}")
+    layout = stack.settings.wikipulse.layout
+    _say(f"wikipulse: state in {stack.home.root}, {layout} layout")
+    record_layout(stack.home, layout)
     stack.up(progress=_say, replay=replay, live=args.live)
     _print_status(stack)
     _say(f"\ndashboard: {stack.dashboard.url}   worker metrics: {stack.worker.url}/metrics")
@@ -130,12 +134,14 @@ def _print_status(stack: Stack) -> bool:
 
 
 def cmd_status(stack: Stack, _: argparse.Namespace) -> int:
-    _say(f"wikipulse: state in {stack.home.root}")
+    _say(f"wikipulse: state in {stack.home.root}, {stack.settings.wikipulse.layout} layout")
     return 0 if _print_status(stack) else 1
 
 
 def cmd_logs(stack: Stack, args: argparse.Namespace) -> int:
     component = args.component
+    if component not in stack.log_names():
+        raise InfraError(f"no log {component}; choose from {', '.join(stack.log_names())}")
     path = stack.log_path(component)
     if not path.exists():
         raise InfraError(f"no log for {component} yet ({path})")
@@ -212,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--live", action="store_true", help="leave replay mode: follow ingestion.wikimedia.url"
     )
     up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster layout on this machine: three Kafka brokers (replication factor 3, "
+        "min.insync.replicas 2) in place of one; the keys of app/config/conf/layout.cluster.yaml. "
+        "Kept in $WIKIPULSE_HOME: a plain `up` brings it back (`down --purge` to leave it)",
+    )
+    up.add_argument(
         "--speed",
         metavar="X",
         help=f"with --replay: X times the event-time pace (default {DEFAULT_SPEED:g}: the "
@@ -239,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete all local state")
     commands.add_parser("status", help="show each component's health (exit 1 if one is down)")
     logs = commands.add_parser("logs", help="follow a component's log")
-    logs.add_argument("component", nargs="?", default="kafka", choices=[*COMPONENTS, "maven"])
+    logs.add_argument(
+        "component",
+        nargs="?",
+        default="kafka",
+        help="one of " + ", ".join((*COMPONENTS, "maven")) + " (kafka-2 … in the cluster layout)",
+    )
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("--no-follow", action="store_true", help="print and exit")
     psql = commands.add_parser("psql", help="psql on the configured database")
@@ -278,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay_cli.main(["record", *args.record_args], prog="./infra/wikipulse")
         if args.command == "test":
             return cmd_test(None, args)
-        settings: Settings = load_settings()
+        settings: Settings = settings_for(CLUSTER if getattr(args, "cluster", False) else None)
         return HANDLERS[args.command](Stack(settings), args)
     except ConfigError as error:
         sys.stderr.write(f"wikipulse: {error}\n")

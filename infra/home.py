@@ -49,6 +49,11 @@ class Home:
         return self.postgres_dir / "socket"
 
     @property
+    def layout_file(self) -> Path:
+        """The layout ``up`` ran here: single or cluster (infra/layout.py)."""
+        return self.root / "layout"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -1,10 +1,9 @@
-"""The local single-node Kafka broker (KRaft) from Maven Central jars, and topic creation."""
+"""The local Kafka brokers (KRaft, from Maven Central jars): one, or one per address of
+kafka.bootstrap_servers, each a broker and a controller of one quorum."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
 import os
 import subprocess
@@ -13,16 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-
-from app.config import Settings
-from app.config.clients import aiokafka_options
-from app.config.names import typed_topics
 from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import INFRA_DIR, Home
 from infra.maven import fetch_jars, needs_maven, require_java
-from infra.processes import InfraError, ensure_port_free, port_open
+from infra.processes import (
+    InfraError,
+    ensure_port_free,
+    pid_alive,
+    port_open,
+    read_pid,
+    spawn,
+    stop_recorded,
+    tail,
+    wait_for,
+)
+from infra.topics import cluster_health, ensure_topics, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,77 @@ SERVER_TEMPLATE = INFRA_DIR / "kafka" / "server.properties.template"
 
 
 @dataclass(frozen=True)
+class KafkaNode:
+    """One local broker, also a KRaft controller: its configuration, data, logs and process.
+    Node 1 keeps the names of the single-node layout."""
+
+    home: Home
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.node_id == 1 else f"-{self.node_id}"
+
+    @property
+    def name(self) -> str:
+        """Its pid and log files' stem (kafka, kafka-2, kafka-3)."""
+        return f"kafka{self.suffix}"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home.kafka_dir / f"server{self.suffix}.properties"
+
+    @property
+    def data(self) -> Path:
+        return self.home.kafka_dir / f"data{self.suffix}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home.logs / self.name
+
+    @property
+    def server_log(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def output(self) -> Path:
+        return self.home.logfile(self.name)
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home.pidfile(self.name)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def pid(self) -> int | None:
+        return read_pid(self.pidfile, str(self.properties_file))
+
+    def accepts_clients(self) -> bool:
+        return port_open(self.host, self.port)
+
+    def cluster_id(self) -> str | None:
+        """The cluster id its storage was formatted with; None before it is."""
+        meta = self.data / "meta.properties"
+        if not meta.is_file():
+            return None
+        for line in meta.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+        return None
+
+
+@dataclass(frozen=True)
 class LocalKafka(SpawnedComponent):
-    """The broker ``up`` runs when ``kafka.bootstrap_servers`` is on this machine; else external:
-    ``up`` only creates the topics."""
+    """The brokers ``up`` runs when ``kafka.bootstrap_servers`` is on this machine: one per
+    address, each a broker and a KRaft controller, together a quorum (one node: today's
+    single-node broker; three: a quorum that survives one death). Else external: ``up`` only
+    creates the topics."""
 
     name = "kafka"
     pipeline = False
@@ -43,20 +115,27 @@ class LocalKafka(SpawnedComponent):
     not_ready = "the Kafka broker did not accept connections"
 
     @property
+    def nodes(self) -> list[KafkaNode]:
+        return [
+            KafkaNode(self.home, node_id, host, port, controller_port)
+            for node_id, host, port, controller_port in self.settings.kafka.local_nodes
+        ]
+
+    @property
     def host(self) -> str:
-        return self.settings.kafka.servers[0][0]
+        return self.nodes[0].host
 
     @property
     def port(self) -> int:
-        return self.settings.kafka.servers[0][1]
+        return self.nodes[0].port
 
     @property
     def controller_port(self) -> int:
-        return self.settings.kafka.local.controller_port
+        return self.nodes[0].controller_port
 
     @property
     def properties_file(self) -> Path:
-        return self.home.kafka_dir / "server.properties"
+        return self.nodes[0].properties_file
 
     @property
     def marker(self) -> str:
@@ -64,24 +143,37 @@ class LocalKafka(SpawnedComponent):
 
     @property
     def server_log(self) -> Path:
-        return self.home.logs / "kafka" / "server.log"
+        return self.nodes[0].server_log
 
     @property
     def logfile(self) -> Path:
-        """The broker's own log once it has one; its standard output before."""
+        """The (first) broker's own log once it has one; its standard output before."""
         return self.server_log if self.server_log.exists() else self.output
 
+    def pids(self) -> dict[str, int | None]:
+        """Each node's pid (None: not running), by its name."""
+        return {node.name: node.pid() for node in self.nodes}
+
     def healthy(self) -> bool:
-        return self.pid() is not None and port_open(self.host, self.port)
+        return all(node.pid() is not None and node.accepts_clients() for node in self.nodes)
 
     def announce(self, progress: Progress) -> None:
         if needs_maven(KAFKA_POM):
             progress("kafka: fetching the broker jars with Maven (first time only)")
 
     def up(self, progress: Progress) -> None:
-        """Start the local broker (unless Kafka is external), then create the missing topics."""
+        """Start the local brokers (unless Kafka is external), then create the missing
+        topics."""
         if self.settings.kafka.runs_locally:
-            super().up(progress)
+            nodes = self.nodes
+            running = {node.name for node in nodes if node.pid() is not None}
+            if len(running) < len(nodes):
+                self.announce(progress)
+            self.start()
+            for node in nodes:
+                state = "running" if node.name in running else "started"
+                where = "" if len(nodes) == 1 else f", broker {node.node_id} at {node.address}"
+                progress(f"kafka: {state} (pid {node.pid()}){where}")
         created = ensure_topics(self.settings)
         if created:
             progress("kafka: created topics " + ", ".join(created))
@@ -90,28 +182,46 @@ class LocalKafka(SpawnedComponent):
         address = self.settings.kafka.bootstrap_servers
         managed = self.settings.kafka.runs_locally
         pid = self.pid() if managed else None
+        notes: tuple[str, ...] = ()
         healthy, detail = False, "not running"
-        if not managed or pid is not None:
+        if managed:
+            down = [node for node in self.nodes if node.pid() is None]
+            if len(self.nodes) > 1:
+                notes = tuple(
+                    f"broker {node.node_id}: "
+                    + (f"pid {node.pid()}" if node.pid() is not None else "DOWN")
+                    + f", {node.address}"
+                    for node in self.nodes
+                )
+        else:
+            down = []
+        if not managed or len(down) < len(self.nodes):
             try:
-                topics = list_topics(self.settings)
+                health = cluster_health(self.settings)
                 wanted = {spec.name for spec in topic_specs(self.settings)}
-                missing = sorted(wanted - set(topics))
-                healthy = True
+                missing = sorted(wanted - set(health.topics))
+                healthy = not missing and not down and health.sound
                 detail = "topics ready" if not missing else "missing topics: " + ", ".join(missing)
+                if len(self.nodes) > 1 or not managed:
+                    detail += f"; {health.describe()}"
+                if down:
+                    detail += "; DOWN: " + ", ".join(f"broker {n.node_id}" for n in down)
             except Exception as error:  # any client failure means: not healthy
                 detail = f"unreachable: {error}"
-        return ComponentState(self.name, managed, True, healthy, pid, address, detail)
+        return ComponentState(self.name, managed, True, healthy, pid, address, detail, notes)
 
     def fetch_jars(self) -> list[Path]:
         return fetch_jars(KAFKA_POM, self.home.kafka_jars, log_file=self.home.logfile("maven"))
 
-    def _java(self, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+    def _java(
+        self, main_class: str, *args: str, heap: str | None = None, node: KafkaNode | None = None
+    ) -> list[str]:
         command = ["java"]
         if heap:
             command.append(f"-Xmx{heap}")
         command += [
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-            f"-Dkafka.logs.dir={self.home.logs / 'kafka'}",
+            f"-Dkafka.logs.dir={(node or self.nodes[0]).log_dir}",
             "-cp",
             f"{self.home.kafka_jars}/*",
             main_class,
@@ -120,68 +230,125 @@ class LocalKafka(SpawnedComponent):
         return command
 
     def _render_properties(self) -> None:
-        text = Template(SERVER_TEMPLATE.read_text()).substitute(
-            host=self.host,
-            broker_port=self.port,
-            controller_port=self.controller_port,
-            log_dirs=self.home.kafka_data,
-        )
-        self.properties_file.parent.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(text)
+        """Every node's ``server.properties``, from the one template."""
+        kafka = self.settings.kafka
+        nodes = self.nodes
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
+        for node in nodes:
+            text = Template(SERVER_TEMPLATE.read_text()).substitute(
+                node_id=node.node_id,
+                voters=voters,
+                host=node.host,
+                broker_port=node.port,
+                controller_port=node.controller_port,
+                log_dirs=node.data,
+                # Kafka's own topics (offsets, transactions): as many replicas as nodes, up to 3.
+                internal_replicas=min(3, len(nodes)),
+                min_insync_replicas=kafka.min_insync_replicas,
+            )
+            node.properties_file.parent.mkdir(parents=True, exist_ok=True)
+            node.properties_file.write_text(text)
 
     def _format_storage(self) -> None:
-        if (self.home.kafka_data / "meta.properties").exists():
-            return
-        cluster_id = new_cluster_id()
-        result = subprocess.run(
-            self._java(
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.properties_file),
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
+        """Format each node not formatted yet, all with the one cluster id."""
+        nodes = self.nodes
+        known = {cid for node in nodes if (cid := node.cluster_id()) is not None}
+        if len(known) > 1:
             raise InfraError(
-                f"formatting Kafka's storage in {self.home.kafka_data} failed: "
-                f"{(result.stderr or result.stdout).strip()[-600:]}"
+                f"the Kafka nodes in {self.home.kafka_dir} belong to different clusters "
+                f"({', '.join(sorted(known))}): `./infra/wikipulse down --purge` starts afresh"
             )
+        cluster_id = known.pop() if known else new_cluster_id()
+        for node in nodes:
+            if node.cluster_id() is not None:
+                continue
+            result = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(node.properties_file),
+                    node=node,
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise InfraError(
+                    f"formatting Kafka's storage in {node.data} failed: "
+                    f"{(result.stderr or result.stdout).strip()[-600:]}"
+                )
 
     def start(self, *, timeout: float = 90.0) -> int:
-        """Start the broker unless it runs already; return its pid once it accepts clients."""
-        pid = self.pid()
-        if pid is not None:
-            return pid
-        require_java()
-        self.fetch_jars()
-        ensure_port_free(
-            self.host,
-            self.port,
-            needed_by="the local Kafka broker",
-            fix="set KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<another port>",
-        )
-        ensure_port_free(
-            self.host,
-            self.controller_port,
-            needed_by="the local Kafka controller",
-            fix="set KAFKA_LOCAL_CONTROLLER_PORT=<another port>",
-        )
-        self._render_properties()
-        self._format_storage()
-        command = self._java(
-            "kafka.Kafka", str(self.properties_file), heap=self.settings.kafka.local.heap
-        )
-        return self.spawn_and_wait(
-            command,
-            ready=lambda: port_open(self.host, self.port),
-            timeout=timeout,
-            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
-        )
+        """Start the nodes that do not run; the first one's pid once every node accepts
+        clients. All are spawned before any is waited for: a quorum elects its leader only
+        once most of its voters run."""
+        nodes = self.nodes
+        stopped = [node for node in nodes if node.pid() is None]
+        if stopped:
+            require_java()
+            self.fetch_jars()
+            for node in stopped:
+                ensure_port_free(
+                    node.host,
+                    node.port,
+                    needed_by=f"the local Kafka broker {node.node_id}",
+                    fix="set KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<another port>[,...]",
+                )
+                ensure_port_free(
+                    node.host,
+                    node.controller_port,
+                    needed_by=f"the local Kafka controller {node.node_id}",
+                    fix="set KAFKA_LOCAL_CONTROLLER_PORT=<another port>",
+                )
+            self._render_properties()
+            self._format_storage()
+            env = {**os.environ, "KAFKA_HEAP_OPTS": ""}
+            heap = self.settings.kafka.local.heap
+            spawned = {
+                node.name: spawn(
+                    self._java("kafka.Kafka", str(node.properties_file), heap=heap, node=node),
+                    pidfile=node.pidfile,
+                    logfile=node.output,
+                    env=env,
+                )
+                for node in stopped
+            }
+
+            def exited() -> KafkaNode | None:
+                return next((n for n in stopped if not pid_alive(spawned[n.name])), None)
+
+            wait_for(
+                lambda: exited() is not None or all(n.accepts_clients() for n in nodes),
+                timeout=timeout,
+            )
+            if (dead := exited()) is not None:
+                raise InfraError(
+                    f"the Kafka broker {dead.node_id} exited during start-up ({dead.output}):\n"
+                    f"{tail(dead.output, 30)}\n(full log: {dead.server_log})"
+                )
+            late = [n.address for n in nodes if not n.accepts_clients()]
+            if late:
+                raise InfraError(f"{self.not_ready} within {timeout:.0f} s: {', '.join(late)}")
+        pid = nodes[0].pid()
+        assert pid is not None
+        return pid
+
+    def stop(self) -> bool:
+        """Stop every node; False when none was running."""
+        stopped = [stop_recorded(n.pid(), n.pidfile, timeout=self.stop_timeout) for n in self.nodes]
+        return any(stopped)
+
+    def down(self) -> list[str]:
+        stopped = [
+            node.name
+            for node in self.nodes
+            if stop_recorded(node.pid(), node.pidfile, timeout=self.stop_timeout)
+        ]
+        return stopped
 
     def exit_hint(self) -> str:
         return f"\n(full log: {self.server_log})"
@@ -199,65 +366,3 @@ def new_cluster_id() -> str:
 def fetch_spark_jars(home: Home) -> list[Path]:
     """The Spark Kafka connector jars (for ``spark-submit --jars`` / ``spark.jars``)."""
     return fetch_jars(SPARK_POM, home.spark_jars, log_file=home.logfile("maven"))
-
-
-def topic_specs(settings: Settings) -> list[NewTopic]:
-    topics = settings.kafka.topics
-    retention = {"retention.ms": str(settings.kafka.retention.ms)}
-    # Raw and dead-letter records are SSE payloads kept verbatim, however large.
-    large = {**retention, "max.message.bytes": str(settings.kafka.max_message_bytes)}
-    return [
-        NewTopic(
-            name=topic.name,
-            num_partitions=topic.partitions,
-            replication_factor=settings.kafka.replication_factor,
-            topic_configs=configs,
-        )
-        for topic, configs in (
-            (topics.raw, large),
-            *((typed, retention) for typed in typed_topics(settings)),
-            (topics.dead_letter, large),
-        )
-    ]
-
-
-async def _ensure_topics(settings: Settings) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        **aiokafka_options(settings.kafka),
-        client_id=f"{settings.kafka.client_id}-admin",
-        request_timeout_ms=30000,
-    )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
-        if missing:
-            # Another process may create them at the same moment: that is fine.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
-        return [spec.name for spec in missing]
-    finally:
-        await admin.close()
-
-
-def ensure_topics(settings: Settings) -> list[str]:
-    """Create the configured topics that do not exist yet; return the names created."""
-    try:
-        return asyncio.run(_ensure_topics(settings))
-    except KafkaError as error:
-        raise InfraError(
-            f"could not create the topics on {settings.kafka.bootstrap_servers}: {error}"
-        ) from None
-
-
-async def _list_topics(settings: Settings) -> list[str]:
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka), request_timeout_ms=5000)
-    await admin.start()
-    try:
-        return sorted(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-def list_topics(settings: Settings) -> list[str]:
-    return asyncio.run(_list_topics(settings))

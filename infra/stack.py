@@ -184,11 +184,20 @@ class Stack:
         without it; else None."""
         return self.worker.offline_hint()
 
+    def log_names(self) -> list[str]:
+        """What ``logs`` can show: each component, each local Kafka node after the first
+        (kafka-2 …), and Maven's fetches."""
+        nodes = [node.name for node in self.kafka.nodes[1:]]
+        return [*COMPONENTS[:2], *nodes, *COMPONENTS[2:], "maven"]
+
     def log_path(self, name: str) -> Path:
         """What ``logs NAME`` shows: a component's log, or another of the home's (``maven``)."""
         for component in self.components:
             if component.name == name:
                 return component.logfile
+        for node in self.kafka.nodes:
+            if node.name == name:
+                return node.server_log if node.server_log.exists() else node.output
         return self.home.logfile(name)
 
     def psql_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:

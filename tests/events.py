@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from app.contract import UserKind
 from infra.replay.synthetic import Label, StreamOptions, SyntheticStream
 from infra.replay.world import EditorKind
@@ -54,3 +56,14 @@ def synthetic(count: int, **options: Any) -> list[bytes]:
 def labelled(count: int, **options: Any) -> list[tuple[Label, bytes]]:
     """``count`` (label, payload) pairs: what each event was made to be, and its bytes."""
     return stream(**options).labelled(count)
+
+
+def changes(events: list[bytes]) -> dict[str, None]:
+    """The ids of the changes among ``events`` as a typed topic must hold them: no canary, each
+    once, in the order first served."""
+    ids: dict[str, None] = {}
+    for line in events:
+        meta = orjson.loads(line)["meta"]
+        if meta["domain"] != "canary":
+            ids.setdefault(meta["id"])
+    return ids

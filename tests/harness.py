@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
 from app.health import fetch_health
-from infra.kafka import ensure_topics
 from infra.processes import free_port, pid_alive
 from infra.replay.server import ReplayOptions, ReplayServer
+from infra.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKIPULSE = str(ROOT / "infra" / "wikipulse")

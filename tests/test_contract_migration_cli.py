@@ -27,7 +27,7 @@ import pytest
 from app.config import Settings, load_settings
 from infra.processes import free_port
 from tests.conftest import make_home
-from tests.events import synthetic
+from tests.events import changes, synthetic
 from tests.harness import ROOT, WIKIPULSE, cli_environment, read_topic, run_cli, wait_until
 from tests.spark.helpers import batches, golden, snapshot, user_edit_counts, wiki_activity
 
@@ -44,16 +44,6 @@ TABLES = ("user_edit_counts", "wiki_activity")
 #: The replay pace (× event time) while a worker is replaced: the first events of the phase reach
 #: the old worker, the last ones (seconds later) only the new one.
 PACE = "2"
-
-
-def changes(events: list[bytes]) -> dict[str, None]:
-    """The ids of the changes among ``events`` (no canary), each once, in the order served."""
-    ids: dict[str, None] = {}
-    for line in events:
-        meta = orjson.loads(line)["meta"]
-        if meta["domain"] != "canary":
-            ids.setdefault(meta["id"])
-    return ids
 
 
 def readme_blocks() -> list[str]:

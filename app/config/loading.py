@@ -7,7 +7,9 @@ Sources, highest precedence first:
 2. the same variables in a ``.env`` file in the working directory;
 3. the profile ``conf.<ENVIRONMENT>.yaml`` (from ``WIKIPULSE_CONFIG_DIR`` or
    ``app/config/conf/``);
-4. the defaults, ``app/config/conf/conf.yaml``.
+4. the layout's keys, ``app/config/conf/layout.cluster.yaml`` when ``wikipulse.layout`` (set in
+   any of the sources above or below) is ``cluster``;
+5. the defaults, ``app/config/conf/conf.yaml``.
 
 The merged values are validated by pydantic. Any problem raises :class:`ConfigError`, whose
 message names each offending key, its value and where the value came from. Entry points call
@@ -42,10 +44,13 @@ from app.config.keys import (
     parse_env_value,
 )
 from app.config.policy import development_defaults, security_problems, semantic_problems
-from app.config.settings import DEVELOPMENT, PRODUCTION, Settings
+from app.config.settings import CLUSTER, DEVELOPMENT, PRODUCTION, Settings
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEFAULTS_FILE = CONF_DIR / "conf.yaml"
+#: The keys of the cluster layout (``wikipulse.layout: cluster``).
+CLUSTER_LAYOUT_FILE = CONF_DIR / "layout.cluster.yaml"
+LAYOUT_KEY = ("wikipulse", "layout")
 
 #: Variables the loader reads besides the per-key overrides.
 CONFIG_DIR_VAR = "WIKIPULSE_CONFIG_DIR"
@@ -158,8 +163,15 @@ def load_settings(
     environment = environ.get("ENVIRONMENT") or dotenv.get("ENVIRONMENT")
     environment = environment or str(layers.values.get("environment") or DEVELOPMENT)
     profile = _profile_file(environment.strip(), environ)
+    profile_values = _read_yaml(profile) if profile is not None else {}
+
+    layout_var = env_var_name(LAYOUT_KEY)
+    layout = environ.get(layout_var) or dotenv.get(layout_var) or lookup(profile_values, LAYOUT_KEY)
+    if str(layout or lookup(layers.values, LAYOUT_KEY)).strip() == CLUSTER:
+        layers.merge_tree(_read_yaml(CLUSTER_LAYOUT_FILE), f"layout {CLUSTER_LAYOUT_FILE.name}")
+        problems += _secrets_in_yaml(layers)
     if profile is not None:
-        layers.merge_tree(_read_yaml(profile), f"profile {profile.name}")
+        layers.merge_tree(profile_values, f"profile {profile.name}")
         problems += _secrets_in_yaml(layers)
 
     for origin, variables in ((f"{env_file.name} file", dotenv), ("environment", environ)):

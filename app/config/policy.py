@@ -32,6 +32,44 @@ def semantic_problems(settings: Settings, layers: Layered) -> list[str]:
             f"kafka.bootstrap_servers = {settings.kafka.bootstrap_servers!r} (from {source}): "
             "expected host:port[,host:port...]"
         )
+    else:
+        problems += _replica_problems(settings, layers)
+    return problems
+
+
+def _replica_problems(settings: Settings, layers: Layered) -> list[str]:
+    """Replicas and in-sync minimums no broker set could honour; local brokers that clash."""
+    kafka = settings.kafka
+    problems = []
+    if kafka.min_insync_replicas > kafka.replication_factor:
+        problems.append(_problem(
+            layers, ("kafka", "min_insync_replicas"), kafka.min_insync_replicas,
+            f"more than kafka.replication_factor ({kafka.replication_factor}): no write "
+            "with acks=all could succeed",
+        ))  # fmt: skip
+    if not kafka.runs_locally:
+        return problems
+    nodes = kafka.local_nodes
+    if kafka.replication_factor > len(nodes):
+        problems.append(_problem(
+            layers, ("kafka", "replication_factor"), kafka.replication_factor,
+            f"the local Kafka runs {len(nodes)} broker(s), one per address of "
+            "kafka.bootstrap_servers: list as many addresses as replicas, or lower it",
+        ))  # fmt: skip
+    brokers = [(host, port) for _, host, port, _ in nodes]
+    if len(set(brokers)) < len(brokers):
+        problems.append(_problem(
+            layers, ("kafka", "bootstrap_servers"), kafka.bootstrap_servers,
+            "an address is listed twice: each local broker needs its own",
+        ))  # fmt: skip
+    controllers = {port for *_, port in nodes}
+    clashes = sorted(controllers & {port for _, port in brokers})
+    if clashes:
+        problems.append(_problem(
+            layers, ("kafka", "local", "controller_port"), kafka.local.controller_port,
+            f"the local controllers listen on {', '.join(map(str, sorted(controllers)))}, "
+            f"which clashes with the brokers' port(s) {', '.join(map(str, clashes))}",
+        ))  # fmt: skip
     return problems
 
 

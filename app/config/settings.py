@@ -90,8 +90,13 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
+#: The layouts ``./infra/wikipulse up`` can run on one machine (infra/README.md).
+SINGLE, CLUSTER = "single", "cluster"
+
+
 class WikipulseSection(_Section):
     home: str
+    layout: Literal["single", "cluster"]
 
 
 class FiltersSettings(_Section):
@@ -188,6 +193,7 @@ class KafkaSettings(_Section):
     bootstrap_servers: NonEmpty
     client_id: NonEmpty
     replication_factor: PositiveInt
+    min_insync_replicas: PositiveInt
     topics: TopicsSettings
     retention: RetentionSettings
     producer: ProducerSettings
@@ -212,6 +218,16 @@ class KafkaSettings(_Section):
         if self.managed != "auto":
             return bool(self.managed)
         return all(_is_loopback(host) for host, _ in self.servers)
+
+    @property
+    def local_nodes(self) -> list[tuple[int, str, int, int]]:
+        """The brokers ./infra/wikipulse runs (when :attr:`runs_locally`): one per bootstrap
+        server, as (node id, host, broker port, controller port); the controllers listen on
+        ``local.controller_port`` and the ports after it."""
+        return [
+            (index + 1, host, port, self.local.controller_port + index)
+            for index, (host, port) in enumerate(self.servers)
+        ]
 
     @property
     def servers(self) -> list[tuple[str, int]]:

@@ -300,3 +300,64 @@ def test_entry_points_refuse_bad_configuration(
     assert "spark.windowing.duration = '5 mintues'" in result.stderr
     assert "SPARK_WINDOWING_DURATION" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_the_cluster_layout_layers_its_keys_under_the_rest(tmp_path: Path) -> None:
+    single = load(tmp_path)
+    assert single.wikipulse.layout == "single"
+    assert single.kafka.local_nodes == [(1, "127.0.0.1", 9092, 9093)]
+    cluster = load(tmp_path, {"WIKIPULSE_LAYOUT": "cluster"})
+    assert cluster.kafka.local_nodes == [
+        (1, "127.0.0.1", 9092, 9097),
+        (2, "127.0.0.1", 9094, 9098),
+        (3, "127.0.0.1", 9096, 9099),
+    ]
+    kafka = cluster.kafka
+    assert (kafka.replication_factor, kafka.min_insync_replicas, kafka.topics.raw.partitions) == (
+        3,
+        2,
+        3,
+    )
+    assert load(tmp_path, {}, "WIKIPULSE_LAYOUT=cluster\n").kafka.replication_factor == 3
+    # Each of its keys is overridden like any other.
+    moved = load(tmp_path, {"WIKIPULSE_LAYOUT": "cluster", "KAFKA_LOCAL_CONTROLLER_PORT": "19093"})
+    assert [node[3] for node in moved.kafka.local_nodes] == [19093, 19094, 19095]
+    assert "wikipulse.layout = 'ring'" in error_of(tmp_path, {"WIKIPULSE_LAYOUT": "ring"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"KAFKA_MIN_INSYNC_REPLICAS": "2"},
+            "kafka.min_insync_replicas = 2 (from environment variable KAFKA_MIN_INSYNC_REPLICAS):"
+            " more than kafka.replication_factor (1): no write with acks=all could succeed",
+        ),
+        (
+            {"KAFKA_REPLICATION_FACTOR": "3"},
+            "kafka.replication_factor = 3 (from environment variable KAFKA_REPLICATION_FACTOR): "
+            "the local Kafka runs 1 broker(s), one per address of kafka.bootstrap_servers: list "
+            "as many addresses as replicas, or lower it",
+        ),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092,127.0.0.1:9092"},
+            "an address is listed twice: each local broker needs its own",
+        ),
+        (
+            {"WIKIPULSE_LAYOUT": "cluster", "KAFKA_LOCAL_CONTROLLER_PORT": "9094"},
+            "kafka.local.controller_port = 9094 (from environment variable "
+            "KAFKA_LOCAL_CONTROLLER_PORT): the local controllers listen on 9094, 9095, 9096, "
+            "which clashes with the brokers' port(s) 9094, 9096",
+        ),
+    ],
+)
+def test_replicas_no_broker_set_could_honour_are_refused(
+    tmp_path: Path, environ: dict[str, str], message: str
+) -> None:
+    assert message in error_of(tmp_path, environ)
+
+
+def test_external_brokers_may_have_any_replication(tmp_path: Path) -> None:
+    settings = load(tmp_path, {"KAFKA_BOOTSTRAP_SERVERS": "kafka-1.internal:9092",
+                               "KAFKA_REPLICATION_FACTOR": "3"})  # fmt: skip
+    assert not settings.kafka.runs_locally and settings.kafka.replication_factor == 3

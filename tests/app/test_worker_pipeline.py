@@ -19,10 +19,10 @@ import pytest
 
 from app.config import Settings, load_settings
 from app.contract import HEADER_SCHEMA_VERSION, HEADER_SSE_ID, RecentChange
-from infra.kafka import ensure_topics
 from infra.processes import free_port
 from infra.replay.server import ReplayOptions
 from infra.stack import Stack
+from infra.topics import ensure_topics
 from tests.app.bad_input import corpus
 from tests.events import synthetic
 from tests.harness import (

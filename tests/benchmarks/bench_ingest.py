@@ -68,9 +68,9 @@ from app.health import fetch_health, health_url  # noqa: E402
 from app.ingest.task import raw_key  # noqa: E402
 from app.normalize import Rejected, normalize  # noqa: E402
 from app.normalize.service import MAX_BATCH_RECORDS  # noqa: E402
-from infra.kafka import ensure_topics  # noqa: E402
 from infra.processes import free_port  # noqa: E402
 from infra.stack import Stack  # noqa: E402
+from infra.topics import ensure_topics  # noqa: E402
 from tests.benchmarks import data as bench_data  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments, interleaved  # noqa: E402
 from tests.conftest import make_home, stack_environment  # noqa: E402

@@ -84,7 +84,6 @@ from app.config import Settings, load_settings  # noqa: E402
 from app.config.clients import aiokafka_options, libpq_params  # noqa: E402
 from app.contract import HEADER_RECEIVED_AT  # noqa: E402
 from infra.home import Home  # noqa: E402
-from infra.kafka import ensure_topics  # noqa: E402
 from infra.lag import NORMALIZER, SPARK, consumer_lag  # noqa: E402
 from infra.migrations import migrate  # noqa: E402
 from infra.processes import free_port  # noqa: E402
@@ -92,6 +91,7 @@ from infra.replay.synthetic import StreamOptions, SyntheticStream  # noqa: E402
 from infra.replay_server import LocalReplay, ReplayMode  # noqa: E402
 from infra.spark_job import LocalSparkJob  # noqa: E402
 from infra.stack import Stack  # noqa: E402
+from infra.topics import ensure_topics  # noqa: E402
 from infra.worker import LocalWorker  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments  # noqa: E402
 from tests.benchmarks.services import services  # noqa: E402

@@ -69,6 +69,12 @@ FAULTS: tuple[Fault, ...] = (
         "the 36-kind bad-input corpus, a duplicate, a canary and malformed frames "
         "among synthetic events, each right after the event before it",
     ),
+    Fault(
+        "C1",
+        "Kafka broker SIGKILLed, cluster layout",
+        "`kill -9` of the broker leading the most typed-topic partitions, of three, while "
+        "events flow; `up` once the pipeline has caught up with two",
+    ),
 )
 FAULTS_BY_ID = {fault.id: fault for fault in FAULTS}
 

@@ -30,7 +30,7 @@ from tests.faults.pipeline import (
     wait_seconds,
 )
 from tests.faults.results import Figures
-from tests.harness import ReplayThread
+from tests.harness import ReplayThread, run_cli
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -99,13 +99,21 @@ def test_kafka_broker_sigkilled_for_20_s(
     before = faults.pids(run)
     at_kill = faults.wait_valid(run, 60)
     kill_group(before["kafka"])
-    wait_seconds(time.monotonic() + KAFKA_DOWN_SECONDS)
+    back_at = time.monotonic() + KAFKA_DOWN_SECONDS
+    # `status` says so, and fails.
+    outage = run_cli(run.env, "status")
+    kafka = next(line for line in outage.stdout.splitlines() if " kafka " in line)
+    assert outage.returncode == 1 and kafka.split()[0] == "DOWN" and "not running" in kafka
+    wait_seconds(back_at)
     survived = {name: pid_alive(before[name]) for name in ("worker", "spark")}
 
     output = faults.up(run)
     fault_end = time.monotonic()
     after = faults.pids(run)
     assert "kafka: started" in output and after["kafka"] != before["kafka"], output
+    # `up` started the broker alone.
+    for name in ("replay", "worker", "dashboard"):
+        assert after[name] == before[name], (name, output)
     heals = Heal(faults, run)
     figures["recovery_seconds"] = faults.wait_caught_up(run, fault_end, heal=heals)
     delivery = faults.delivery(run)

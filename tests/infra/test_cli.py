@@ -24,6 +24,8 @@ import pytest
 from app.config import load_settings
 from infra import cli
 from infra.component import format_age
+from infra.home import Home
+from infra.layout import record_layout, settings_for
 from infra.processes import InfraError, free_port
 from infra.replay import cli as replay_cli
 from infra.replay.synthetic import StreamOptions, SyntheticStream
@@ -362,3 +364,55 @@ def test_logs_of_a_replay_that_never_ran(
 ) -> None:
     assert cli.main(["logs", "replay", "--no-follow"]) == 1
     assert "no log for replay yet" in capsys.readouterr().err
+
+
+# ---- the layout ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_brokers(home_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The configuration of a cluster that does not run: three broker addresses."""
+    brokers = "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", brokers)
+    monkeypatch.setenv("KAFKA_LOCAL_CONTROLLER_PORT", "19097")
+    # The command sets WIKIPULSE_LAYOUT in its environment, for the processes it starts: a
+    # copy, so that it does not outlive the test.
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+    return {**home_env, "KAFKA_BOOTSTRAP_SERVERS": brokers}
+
+
+def test_the_home_keeps_the_layout_up_recorded(three_brokers: dict[str, str]) -> None:
+    home = Home(Path(three_brokers["WIKIPULSE_HOME"]))
+    assert settings_for().wikipulse.layout == "single"
+    record_layout(home, "cluster")
+    settings = settings_for()  # no flag, no variable: the recorded layout
+    assert (settings.wikipulse.layout, settings.kafka.replication_factor) == ("cluster", 3)
+    assert os.environ["WIKIPULSE_LAYOUT"] == "cluster"  # for the processes it starts
+
+
+def test_a_home_with_kafka_data_keeps_its_layout(
+    three_brokers: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = Home(Path(three_brokers["WIKIPULSE_HOME"]))
+    record_layout(home, "single")
+    home.kafka_data.mkdir(parents=True)
+    assert cli.main(["up", "--cluster"]) == 1
+    error = capsys.readouterr().err
+    assert f"{home.root} runs the single layout and its Kafka holds data: it cannot move to " \
+        "the cluster layout (--cluster)" in error  # fmt: skip
+    assert "down --purge" in error
+    assert not (home.root / "run").exists()  # nothing started
+
+
+def test_logs_names_each_broker_of_the_cluster(
+    three_brokers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("WIKIPULSE_LAYOUT", "cluster")
+    assert cli.main(["logs", "kafka-4", "--no-follow"]) == 1
+    assert "no log kafka-4; choose from postgres, kafka, kafka-2, kafka-3, replay" in (
+        capsys.readouterr().err
+    )
+    assert cli.main(["logs", "kafka-3", "--no-follow"]) == 1
+    assert "no log for kafka-3 yet" in capsys.readouterr().err

@@ -39,8 +39,8 @@ from app.config import ENV_VARS, KEYS, load_settings
 from app.config.settings import Settings
 from infra.dashboard import APP_FILE
 from infra.home import Home
-from infra.kafka import list_topics
 from infra.processes import free_port
+from infra.topics import list_topics
 from infra.worker import LocalWorker
 from tests.harness import clean_environ
 

@@ -19,10 +19,10 @@ from app.config.clients import libpq_params
 from app.config.settings import Settings
 from app.ingest.task import ingest_producer, read_last_sse_id
 from dashboards.queries import make_engine
-from infra.kafka import ensure_topics, list_topics
 from infra.lag import consumer_lag
 from infra.migrations import migrate, schema_revision
 from infra.processes import InfraError
+from infra.topics import ensure_topics, list_topics
 from tests.security.conftest import KAFKA_PASSWORD, Certs, SecureServices
 
 SSL_QUERY = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"

@@ -1,0 +1,168 @@
+"""The cluster layout under the whole pipeline, started once for this module
+(``WIKIPULSE_LAYOUT=cluster``: what ``up --cluster`` records): three brokers, every topic with
+three replicas and ``min.insync.replicas=2``, and ``status`` naming each broker with the cluster's
+health. Its faults report into the Reliability section like the single-node ones.
+
+While this module runs, the fault suite's single-node stack (started by the tests before it)
+idles: its worker has no stream and its Spark job finds no new record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from infra.processes import free_port, pid_alive, port_open, wait_for
+from tests.conftest import make_home
+from tests.faults.pipeline import PACE, SAMPLE, FaultStack, kill_group
+from tests.faults.results import Figures
+from tests.harness import cli_environment, run_cli
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+BROKERS = 3
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the local controllers listen on the ports
+    after ``kafka.local.controller_port``)."""
+    for _ in range(50):
+        first = free_port()
+        if all(not port_open("127.0.0.1", first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[FaultStack]:
+    home = make_home("wikipulse-cluster-")
+    workdir = Path(tempfile.mkdtemp(prefix="wikipulse-cluster-files-"))
+    env = cli_environment(
+        home,
+        WIKIPULSE_LAYOUT="cluster",
+        KAFKA_BOOTSTRAP_SERVERS=",".join(f"127.0.0.1:{free_port()}" for _ in range(BROKERS)),
+        KAFKA_LOCAL_CONTROLLER_PORT=str(consecutive_free_ports(BROKERS)),
+        INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: all events count
+        INGESTION_BACKOFF_INITIAL="100 ms",
+        INGESTION_BACKOFF_MAX="1 second",
+        SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
+    )
+    stack = FaultStack(home, env, workdir)
+    try:
+        warm_up = stack.start("warm-up", stack.fresh_events(SAMPLE[:60]))
+        stack.wait_caught_up(warm_up, time.monotonic())
+        yield stack
+    finally:
+        run_cli(env, "down", "--purge", timeout=180)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def describe(stack: FaultStack, names: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """These topics' partitions (leader, replicas, in-sync replicas), and their configs."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        topics = await admin.describe_topics(names)
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
+    finally:
+        await admin.close()
+    configs = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+        for response in responses
+        for resource in response.resources
+    }
+    return topics, configs
+
+
+def status(stack: FaultStack) -> tuple[int, str]:
+    result = run_cli(stack.env, "status")
+    return result.returncode, result.stdout
+
+
+def kafka_line(out: str) -> str:
+    return next(line for line in out.splitlines() if re.match(r"\s*\S+\s+kafka\s", line))
+
+
+def test_three_brokers_hold_every_topic_on_three_replicas(cluster: FaultStack) -> None:
+    topics = cluster.settings.kafka.topics
+    names = [topics.raw.name, topics.typed.name, topics.dead_letter.name]
+    described, configs = asyncio.run(describe(cluster, names))
+    assert {t["topic"]: len(t["partitions"]) for t in described} == {
+        "wikimedia.recentchange.raw": 3,  # keyed by meta.id: a repeat meets its first copy
+        "wikimedia.recentchange.v1": 3,
+        "wikimedia.recentchange.dead-letter": 1,
+    }
+    for topic in described:
+        for partition in topic["partitions"]:
+            assert sorted(partition["replicas"]) == [1, 2, 3], (topic["topic"], partition)
+            assert sorted(partition["isr"]) == [1, 2, 3], (topic["topic"], partition)
+    assert {name: config["min.insync.replicas"] for name, config in configs.items()} == {
+        name: "2" for name in names
+    }
+    assert (cluster.home / "layout").read_text() == "cluster\n"
+
+    code, out = status(cluster)
+    assert code == 0, out
+    assert "3 broker(s) alive, 0 under-replicated and 0 offline partition(s)" in kafka_line(out)
+    for node, (_, port) in enumerate(cluster.settings.kafka.servers, start=1):
+        assert re.search(rf"^\s+broker {node}: pid \d+, 127\.0\.0\.1:{port}$", out, re.MULTILINE)
+
+
+def test_the_broker_leading_most_typed_partitions_sigkilled(
+    cluster: FaultStack, record: Callable[[str], Figures]
+) -> None:
+    """The pipeline carries on with two brokers (every event through to PostgreSQL, none lost
+    or doubled, before the third is back); ``up`` restarts it and it rejoins every ISR."""
+    figures = record("C1")
+    typed = cluster.settings.kafka.topics.typed.name
+    [described], _ = asyncio.run(describe(cluster, [typed]))
+    leader = Counter(p["leader"] for p in described["partitions"]).most_common(1)[0][0]
+    pidfile = cluster.home / "run" / ("kafka.pid" if leader == 1 else f"kafka-{leader}.pid")
+    pid = int(pidfile.read_text())
+
+    run = cluster.start("broker-kill", cluster.fresh_events(SAMPLE), speed=PACE)
+    figures["events_in"] = len(run.events)
+    at_kill = cluster.wait_valid(run, 60)
+    killed = time.monotonic()
+    kill_group(pid)
+
+    figures["recovery_seconds"] = cluster.wait_caught_up(run, killed)  # with two brokers
+    code, out = status(cluster)
+    assert code == 1 and f"broker {leader}: DOWN" in out, out
+    assert re.search(r"2 broker\(s\) alive, [1-9]\d* under-replicated", kafka_line(out)), out
+
+    output = cluster.up(run)
+    back = time.monotonic()
+    assert re.search(rf"^kafka: started \(pid \d+\), broker {leader} at ", output, re.MULTILINE)
+    assert len(re.findall(r"^kafka: running \(pid \d+\), broker \d at ", output, re.M)) == 2
+    rejoined = wait_for(
+        lambda: "0 under-replicated and 0 offline" in kafka_line(status(cluster)[1]),
+        timeout=180,
+        interval=1,
+    )
+    assert rejoined, status(cluster)[1]
+    delivery = cluster.delivery(run)
+    figures.update(delivery.figures)
+    figures.detail("valid events before the kill", at_kill)
+    figures.detail("broker killed (node id)", leader)
+    figures.detail("back in every ISR after `up` (s)", round(time.monotonic() - back, 1))
+
+    assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
+    assert pid_alive(cluster.pids(run)["worker"]), "the worker died instead of carrying on"
+    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
+    assert delivery.typed_out == len(run.events)
+    assert delivery.raw_doubled == 0, delivery
