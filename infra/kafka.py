@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -339,16 +340,16 @@ class LocalKafka(SpawnedComponent):
 
     def stop(self) -> bool:
         """Stop every node; False when none was running."""
-        stopped = [stop_recorded(n.pid(), n.pidfile, timeout=self.stop_timeout) for n in self.nodes]
-        return any(stopped)
+        return bool(self.down())
 
     def down(self) -> list[str]:
-        stopped = [
-            node.name
-            for node in self.nodes
-            if stop_recorded(node.pid(), node.pidfile, timeout=self.stop_timeout)
-        ]
-        return stopped
+        """Stop every node, all at once (one by one, the last ones wait for a quorum that is
+        going away); the names of those that ran."""
+        running = [(node, pid) for node in self.nodes if (pid := node.pid()) is not None]
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            for node, pid in running:
+                pool.submit(stop_recorded, pid, node.pidfile, timeout=self.stop_timeout)
+        return [node.name for node, _ in running]
 
     def exit_hint(self) -> str:
         return f"\n(full log: {self.server_log})"

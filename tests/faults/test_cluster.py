@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from infra.processes import free_port, pid_alive, port_open, wait_for
 from tests.conftest import make_home
-from tests.faults.pipeline import PACE, SAMPLE, FaultStack, kill_group
+from tests.faults.pipeline import PACE, SAMPLE, FaultStack, Run, kill_group
 from tests.faults.results import Figures
 from tests.harness import cli_environment, run_cli
 
@@ -44,8 +45,14 @@ def consecutive_free_ports(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    stack: FaultStack
+    warm_up: Run  # its worker runs until the next run starts
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[FaultStack]:
+def cluster() -> Iterator[Cluster]:
     home = make_home("wikipulse-cluster-")
     workdir = Path(tempfile.mkdtemp(prefix="wikipulse-cluster-files-"))
     env = cli_environment(
@@ -62,7 +69,7 @@ def cluster() -> Iterator[FaultStack]:
     try:
         warm_up = stack.start("warm-up", stack.fresh_events(SAMPLE[:60]))
         stack.wait_caught_up(warm_up, time.monotonic())
-        yield stack
+        yield Cluster(stack, warm_up)
     finally:
         run_cli(env, "down", "--purge", timeout=180)
         shutil.rmtree(home, ignore_errors=True)
@@ -88,8 +95,9 @@ async def describe(stack: FaultStack, names: list[str]) -> tuple[list[Any], dict
     return topics, configs
 
 
-def status(stack: FaultStack) -> tuple[int, str]:
-    result = run_cli(stack.env, "status")
+def status(run: Run) -> tuple[int, str]:
+    """``status`` as the user of ``run`` (its worker, its raw topic) sees it."""
+    result = run_cli(run.env, "status")
     return result.returncode, result.stdout
 
 
@@ -97,12 +105,13 @@ def kafka_line(out: str) -> str:
     return next(line for line in out.splitlines() if re.match(r"\s*\S+\s+kafka\s", line))
 
 
-def test_three_brokers_hold_every_topic_on_three_replicas(cluster: FaultStack) -> None:
-    topics = cluster.settings.kafka.topics
+def test_three_brokers_hold_every_topic_on_three_replicas(cluster: Cluster) -> None:
+    stack, run = cluster.stack, cluster.warm_up
+    topics = run.settings.kafka.topics
     names = [topics.raw.name, topics.typed.name, topics.dead_letter.name]
-    described, configs = asyncio.run(describe(cluster, names))
+    described, configs = asyncio.run(describe(stack, names))
     assert {t["topic"]: len(t["partitions"]) for t in described} == {
-        "wikimedia.recentchange.raw": 3,  # keyed by meta.id: a repeat meets its first copy
+        "faults.warm-up.raw": 3,  # keyed by meta.id: a repeat meets its first copy
         "wikimedia.recentchange.v1": 3,
         "wikimedia.recentchange.dead-letter": 1,
     }
@@ -113,56 +122,57 @@ def test_three_brokers_hold_every_topic_on_three_replicas(cluster: FaultStack) -
     assert {name: config["min.insync.replicas"] for name, config in configs.items()} == {
         name: "2" for name in names
     }
-    assert (cluster.home / "layout").read_text() == "cluster\n"
+    assert (stack.home / "layout").read_text() == "cluster\n"
 
-    code, out = status(cluster)
+    code, out = status(run)
     assert code == 0, out
     assert "3 broker(s) alive, 0 under-replicated and 0 offline partition(s)" in kafka_line(out)
-    for node, (_, port) in enumerate(cluster.settings.kafka.servers, start=1):
+    for node, (_, port) in enumerate(stack.settings.kafka.servers, start=1):
         assert re.search(rf"^\s+broker {node}: pid \d+, 127\.0\.0\.1:{port}$", out, re.MULTILINE)
 
 
 def test_the_broker_leading_most_typed_partitions_sigkilled(
-    cluster: FaultStack, record: Callable[[str], Figures]
+    cluster: Cluster, record: Callable[[str], Figures]
 ) -> None:
     """The pipeline carries on with two brokers (every event through to PostgreSQL, none lost
     or doubled, before the third is back); ``up`` restarts it and it rejoins every ISR."""
     figures = record("C1")
-    typed = cluster.settings.kafka.topics.typed.name
-    [described], _ = asyncio.run(describe(cluster, [typed]))
+    stack = cluster.stack
+    typed = stack.settings.kafka.topics.typed.name
+    [described], _ = asyncio.run(describe(stack, [typed]))
     leader = Counter(p["leader"] for p in described["partitions"]).most_common(1)[0][0]
-    pidfile = cluster.home / "run" / ("kafka.pid" if leader == 1 else f"kafka-{leader}.pid")
+    pidfile = stack.home / "run" / ("kafka.pid" if leader == 1 else f"kafka-{leader}.pid")
     pid = int(pidfile.read_text())
 
-    run = cluster.start("broker-kill", cluster.fresh_events(SAMPLE), speed=PACE)
+    run = stack.start("broker-kill", stack.fresh_events(SAMPLE), speed=PACE)
     figures["events_in"] = len(run.events)
-    at_kill = cluster.wait_valid(run, 60)
+    at_kill = stack.wait_valid(run, 60)
     killed = time.monotonic()
     kill_group(pid)
 
-    figures["recovery_seconds"] = cluster.wait_caught_up(run, killed)  # with two brokers
-    code, out = status(cluster)
+    figures["recovery_seconds"] = stack.wait_caught_up(run, killed)  # with two brokers
+    code, out = status(run)
     assert code == 1 and f"broker {leader}: DOWN" in out, out
     assert re.search(r"2 broker\(s\) alive, [1-9]\d* under-replicated", kafka_line(out)), out
 
-    output = cluster.up(run)
+    output = stack.up(run)
     back = time.monotonic()
     assert re.search(rf"^kafka: started \(pid \d+\), broker {leader} at ", output, re.MULTILINE)
     assert len(re.findall(r"^kafka: running \(pid \d+\), broker \d at ", output, re.M)) == 2
     rejoined = wait_for(
-        lambda: "0 under-replicated and 0 offline" in kafka_line(status(cluster)[1]),
+        lambda: "0 under-replicated and 0 offline" in kafka_line(status(run)[1]),
         timeout=180,
         interval=1,
     )
-    assert rejoined, status(cluster)[1]
-    delivery = cluster.delivery(run)
+    assert rejoined, status(run)[1]
+    delivery = stack.delivery(run)
     figures.update(delivery.figures)
     figures.detail("valid events before the kill", at_kill)
     figures.detail("broker killed (node id)", leader)
     figures.detail("back in every ISR after `up` (s)", round(time.monotonic() - back, 1))
 
     assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
-    assert pid_alive(cluster.pids(run)["worker"]), "the worker died instead of carrying on"
+    assert pid_alive(stack.pids(run)["worker"]), "the worker died instead of carrying on"
     assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
     assert delivery.typed_out == len(run.events)
     assert delivery.raw_doubled == 0, delivery
