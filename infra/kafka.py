@@ -131,10 +131,6 @@ class LocalKafka(SpawnedComponent):
         return self.nodes[0].port
 
     @property
-    def controller_port(self) -> int:
-        return self.nodes[0].controller_port
-
-    @property
     def properties_file(self) -> Path:
         return self.nodes[0].properties_file
 
@@ -150,10 +146,6 @@ class LocalKafka(SpawnedComponent):
     def logfile(self) -> Path:
         """The (first) broker's own log once it has one; its standard output before."""
         return self.server_log if self.server_log.exists() else self.output
-
-    def pids(self) -> dict[str, int | None]:
-        """Each node's pid (None: not running), by its name."""
-        return {node.name: node.pid() for node in self.nodes}
 
     def healthy(self) -> bool:
         return all(node.pid() is not None and node.accepts_clients() for node in self.nodes)

@@ -26,6 +26,7 @@ from app.config.names import client_id
 from app.config.settings import Settings
 from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID, HEADER_TRUNCATED_FROM
 from app.ingest.reconnect import RECONNECT_REASONS, StreamFailure
+from app.ingest.resume import ResumePoint
 from app.ingest.sse import SseEvent, SseSource, user_agent
 from app.metrics import WorkerMetrics
 from app.normalize.batch import headers_dict
@@ -118,13 +119,14 @@ class IngestTask:
         ingestion = settings.ingestion
         producer = ingest_producer(settings)
         await producer.start()
-        durable = {"id": await self.last_raw_sse_id()}
-        log.info("ingest: resuming after SSE id %s", durable["id"])
+        durable = ResumePoint(await self.last_raw_sse_id())
+        log.info("ingest: resuming after SSE id %s", durable.id)
 
         async def resume_id() -> str | None:
             # Everything sent is durable (or failed) before we reconnect.
             await producer.flush()
-            return durable["id"]
+            durable.reset()
+            return durable.id
 
         def on_reconnect(reason: str) -> None:
             self._disconnected(reason, source.last_failure)
@@ -149,6 +151,8 @@ class IngestTask:
                 try:
                     async for event in source.events():
                         await self._append_raw(producer, event, durable)
+                        if durable.failure is not None:
+                            raise durable.failure  # reconnect, resuming before it
                 except KafkaError as error:
                     log.error("ingest: writing to the raw topic failed (%s); reconnecting", error)
                     wait = ingestion.backoff.initial.total_seconds()
@@ -175,7 +179,7 @@ class IngestTask:
             self.health.last_error = failure
 
     async def _append_raw(
-        self, producer: AIOKafkaProducer, event: SseEvent, durable: dict[str, str | None]
+        self, producer: AIOKafkaProducer, event: SseEvent, durable: ResumePoint
     ) -> None:
         received_ms = int(event.received_at.timestamp() * 1000)
         headers = [(HEADER_RECEIVED_AT, str(received_ms).encode())]
@@ -192,15 +196,18 @@ class IngestTask:
             )
             headers.append((HEADER_TRUNCATED_FROM, str(len(data)).encode()))
             data = data[:limit]
+        sequence = durable.sent()
         delivery = await producer.send(
             self.settings.kafka.topics.raw.name, data, key=key, headers=headers
         )
 
         def delivered(future: asyncio.Future[Any]) -> None:
-            # Idempotent producer: deliveries complete in order, so the last success is the
-            # newest durable event.
-            if not future.cancelled() and future.exception() is None and event.id is not None:
-                durable["id"] = event.id
+            if future.cancelled():
+                durable.failed(KafkaError("delivery cancelled"))
+            elif (error := future.exception()) is not None:
+                durable.failed(error)
+            else:
+                durable.delivered(sequence, event.id)
 
         delivery.add_done_callback(delivered)
         self.metrics.received.inc()
