@@ -69,7 +69,11 @@ def _listening(pid: int | None) -> set[str]:
     process = psutil.Process(pid)
     addresses = set()
     for each in (process, *process.children(recursive=True)):
-        for connection in each.net_connections(kind="tcp"):
+        try:
+            connections = each.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue  # a short-lived child that has exited meanwhile listens on nothing
+        for connection in connections:
             if connection.status == psutil.CONN_LISTEN:
                 addresses.add(connection.laddr.ip.removeprefix("::ffff:"))  # Java: v4-mapped
     return addresses
