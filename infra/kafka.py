@@ -343,9 +343,6 @@ class LocalKafka(SpawnedComponent):
                 pool.submit(stop_recorded, pid, node.pidfile, timeout=self.stop_timeout)
         return [node.name for node, _ in running]
 
-    def exit_hint(self) -> str:
-        return f"\n(full log: {self.server_log})"
-
 
 def new_cluster_id() -> str:
     """A Kafka cluster id: a random UUID in URL-safe base64 without padding, as Kafka's
