@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,55 +23,109 @@ from tests import recordings
 # The Spark fixtures serve tests/spark/ and tests/recorded/: one plugin, so one SparkSession.
 pytest_plugins = ("tests.spark.fixtures",)
 
-RECORDED_RAN = pytest.StashKey[list[str]]()
-RECORDED_SELECTED = pytest.StashKey[int]()
 
 TEST_PASSWORD = "test-password-Ω"
 
+#: The fixtures that start services, and the xdist group of every test that uses one (directly or
+#: through another fixture). ``./infra/wikipulse test`` runs two pytest-xdist workers with
+#: ``--dist loadgroup`` (see infra/cli.py): a group runs on one worker, so each of these services
+#: is started once per run, and the groups' waits overlap. Tests that use none run wherever a
+#: worker is free.
+SERVICE_GROUPS = {
+    "stack_env": "session-stack",  # the session's Kafka and PostgreSQL, the tests' SparkSession
+    "fault_results": "faults",  # the fault suite's stacks and its one results file
+    "cluster": "faults",  # the cluster layout's stack (tests/faults/test_cluster.py)
+    "secure_services": "secured-services",
+    "replay_stack": "end-to-end",
+}
+
+
+class RecordedTally:
+    """What the ``recorded`` layer selected and ran, counted from the test reports: under xdist
+    only the reports reach the process that prints the summary."""
+
+    def __init__(self) -> None:
+        self.selected = 0
+        self.ran = 0
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "recorded" not in report.keywords:
+            return
+        if report.when == "setup":  # every test reports its set-up, a skipped one too
+            self.selected += 1
+        elif report.when == "call":
+            self.ran += 1
+
+
+RECORDED = pytest.StashKey[RecordedTally]()
+#: Lines a part of the suite adds to the end of the run's output (``add_to_summary``).
+SUMMARY = pytest.StashKey[list[str]]()
+
+
+def add_to_summary(config: pytest.Config, line: str) -> None:
+    config.stash.setdefault(SUMMARY, []).append(line)
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[RECORDED_RAN] = []
+    if not hasattr(config, "workerinput"):  # an xdist worker reports to the main process
+        tally = config.stash[RECORDED] = RecordedTally()
+        config.pluginmanager.register(tally, "recorded-tally")
     try:
         recordings.recordings_dir()
     except recordings.RecordingsError as error:
         raise pytest.UsageError(str(error)) from None
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the tests' ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[RECORDED_SELECTED] = sum(1 for i in items if i.get_closest_marker("recorded"))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    if call.when == "call" and item.get_closest_marker("recorded") is not None:
-        item.config.stash[RECORDED_RAN].append(item.nodeid)
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        group = next((g for name, g in SERVICE_GROUPS.items() if name in names), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The run's last line: what the ``recorded`` layer ran on which recordings, or why not."""
-    selected = config.stash.get(RECORDED_SELECTED, 0)
+    tally = config.stash.get(RECORDED, None)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if not selected or reporter is None or config.option.collectonly:
+    if tally is None or not tally.selected or reporter is None:
         return
-    ran = len(config.stash[RECORDED_RAN])
     directory = recordings.recordings_dir()
     if directory is None:
         line = (
-            f"recorded: {selected - ran} of {selected} recorded tests not run, no recordings: "
-            f"{recordings.HOW_TO}"
+            f"recorded: {tally.selected - tally.ran} of {tally.selected} recorded tests not run, "
+            f"no recordings: {recordings.HOW_TO}"
         )
     else:
-        line = f"recorded: {ran} of {selected} recorded tests ran on the recordings in {directory}"
-    reporter.write_line(line, yellow=ran < selected)
+        line = (
+            f"recorded: {tally.ran} of {tally.selected} recorded tests ran on the recordings in "
+            f"{directory}"
+        )
+    reporter.write_line(line, yellow=tally.ran < tally.selected)
 
 
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With WIKIPULSE_RECORDINGS set (as in CI), a run of the whole suite that ran no recorded
     test fails."""
-    wanted = session.config.stash.get(RECORDED_SELECTED, 0)
-    if recordings.required() and wanted and not session.config.stash[RECORDED_RAN]:
+    tally = session.config.stash.get(RECORDED, None)
+    if tally is not None and recordings.required() and tally.selected and not tally.ran:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its summary lines go to the main process
+        workeroutput["summary"] = session.config.stash.get(SUMMARY, [])
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's: a worker has finished
+def pytest_testnodedown(node: Any, error: object) -> None:
+    for line in node.workeroutput.get("summary", []) if hasattr(node, "workeroutput") else ():
+        add_to_summary(node.config, line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in terminalreporter.config.stash.get(SUMMARY, []):
+        terminalreporter.write_line(line)
 
 
 #: The Spark driver's heap in every stack the suite starts (spark-submit's JVM) and in the Spark

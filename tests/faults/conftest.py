@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_home
+from tests.conftest import add_to_summary, make_home
 from tests.faults.pipeline import SAMPLE, FaultStack
 from tests.faults.results import FAULTS_BY_ID, Figures, Results, results_path
 from tests.harness import cli_environment, run_cli
 
-RESULTS_KEY = pytest.StashKey[Results]()
 CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
@@ -38,22 +37,18 @@ def pytest_runtest_makereport(
     return report
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    results = terminalreporter.config.stash.get(RESULTS_KEY, None)
-    if results is not None and results.entries:
-        terminalreporter.write_line(
-            f"fault figures: {results.path} "
-            f"(publish: .venv/bin/python -m tests.faults.publish {results.path})"
-        )
-
-
 @pytest.fixture(scope="session")
 def fault_results(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Results:
+) -> Iterator[Results]:
     results = Results(results_path(tmp_path_factory.getbasetemp()))
-    request.config.stash[RESULTS_KEY] = results
-    return results
+    yield results
+    if results.entries:
+        add_to_summary(
+            request.config,
+            f"fault figures: {results.path} "
+            f"(publish: .venv/bin/python -m tests.faults.publish {results.path})",
+        )
 
 
 @pytest.fixture(scope="package")

@@ -416,3 +416,55 @@ def test_logs_names_each_broker_of_the_cluster(
     )
     assert cli.main(["logs", "kafka-3", "--no-follow"]) == 1
     assert "no log for kafka-3 yet" in capsys.readouterr().err
+
+
+# ---- test ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "parallel"),
+    [
+        ([], True),
+        (["tests/faults", "-x", "--durations=20"], True),
+        (["-k", "not-n"], True),  # an expression, not the option
+        (["-n", "0"], False),
+        (["-n0"], False),
+        (["--numprocesses=4"], False),
+        (["--dist", "load"], False),
+        (["-p", "no:xdist"], False),
+    ],
+)
+def test_the_suite_runs_two_workers_unless_the_arguments_choose(
+    args: list[str], parallel: bool
+) -> None:
+    command = cli.pytest_command(args, memory=16 << 30)
+    assert command[1:3] == ["-m", "pytest"]
+    expected = ["--numprocesses", "2", "--dist", "loadgroup"] if parallel else []
+    assert command[3:] == [*expected, *args]
+    # A 4 GB machine runs the suite in one process: two stacks side by side would not fit.
+    assert cli.pytest_command(args, memory=4 << 30)[3:] == args
+
+
+def test_the_installed_pytest_and_xdist_keep_a_group_on_one_worker(tmp_path: Path) -> None:
+    """The suite's services are started once per run only if xdist keeps each group together
+    (with pytest 9.2 it silently did not: pytest-dev/pytest-xdist#1386)."""
+    (tmp_path / "test_groups.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.xdist_group('shared')\n"
+        "@pytest.mark.parametrize('n', range(6))\n"
+        "def test_grouped(n): pass\n\n"
+        "@pytest.mark.parametrize('n', range(6))\n"
+        "def test_free(n): pass\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not this project's options
+    options = ["--numprocesses", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider"]
+    command = cli.pytest_command([*options, "test_groups.py"])
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    workers = {
+        line.split()[0]
+        for line in result.stdout.splitlines()
+        if "PASSED" in line and "test_grouped" in line
+    }
+    assert len(workers) == 1, result.stdout
+    assert result.stdout.count("@shared") >= 6, result.stdout
