@@ -122,12 +122,14 @@ def cmd_down(stack: Stack, args: argparse.Namespace) -> int:
 
 def _print_status(stack: Stack) -> bool:
     all_up = True
-    for state in stack.status():
+    states = stack.status()
+    width = max(9, *(len(state.name) for state in states))
+    for state in states:
         mark = "up  " if state.healthy else ("--  " if not state.managed else "DOWN")
         pid = f"pid {state.pid}" if state.pid else "-"
-        _say(f"  {mark} {state.name:<9} {pid:<11} {state.address:<22} {state.detail}")
+        _say(f"  {mark} {state.name:<{width}} {pid:<11} {state.address:<22} {state.detail}")
         for note in state.notes:
-            _say(f"       {'':<9} {note}")
+            _say(f"       {'':<{width}} {note}")
         all_up = all_up and (state.healthy or not state.required)
     _say(f"  freshness: {stack.freshness()}")
     for line in stack.lag():

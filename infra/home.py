@@ -29,6 +29,11 @@ class Home:
         return self.root / CONNECTOR_JARS_DIR
 
     @property
+    def spark_cluster(self) -> Path:
+        """The local Spark standalone cluster's daemons: their settings and work directories."""
+        return self.root / "spark-cluster"
+
+    @property
     def kafka_dir(self) -> Path:
         return self.root / "kafka"
 

@@ -22,6 +22,7 @@ from infra.kafka import LocalKafka
 from infra.lag import consumer_lag, status_lines
 from infra.postgres import LocalPostgres, psql_command
 from infra.replay_server import LocalReplay, ReplayMode, clear_mode, load_mode, save_mode
+from infra.spark_cluster import LocalSparkCluster
 from infra.spark_job import LocalSparkJob
 from infra.worker import LocalWorker
 
@@ -32,6 +33,7 @@ ORDER: tuple[type[Component], ...] = (
     LocalKafka,
     LocalReplay,
     LocalWorker,
+    LocalSparkCluster,
     LocalSparkJob,
     LocalDashboard,
 )
@@ -49,6 +51,7 @@ class Stack:
         self.kafka = self._one(LocalKafka)
         self.replay = self._one(LocalReplay)
         self.worker = self._one(LocalWorker)
+        self.spark_cluster = self._one(LocalSparkCluster)
         self.spark = self._one(LocalSparkJob)
         self.dashboard = self._one(LocalDashboard)
 
@@ -186,9 +189,17 @@ class Stack:
 
     def log_names(self) -> list[str]:
         """What ``logs`` can show: each component, each local Kafka node after the first
-        (kafka-2 …), and Maven's fetches."""
-        nodes = [node.name for node in self.kafka.nodes[1:]]
-        return [*COMPONENTS[:2], *nodes, *COMPONENTS[2:], "maven"]
+        (kafka-2 …), the Spark cluster's daemons (spark-master, spark-worker-1 …), and Maven's
+        fetches."""
+        names = []
+        for component in self.components:
+            if component is self.spark_cluster:
+                names += [daemon.name for daemon in self.spark_cluster.daemons]
+                continue
+            names.append(component.name)
+            if component is self.kafka:
+                names += [node.name for node in self.kafka.nodes[1:]]
+        return [*names, "maven"]
 
     def log_path(self, name: str) -> Path:
         """What ``logs NAME`` shows: a component's log, or another of the home's (``maven``)."""
@@ -198,7 +209,7 @@ class Stack:
         for node in self.kafka.nodes:
             if node.name == name:
                 return node.server_log if node.server_log.exists() else node.output
-        return self.home.logfile(name)
+        return self.home.logfile(name)  # the Spark cluster's daemons' too
 
     def psql_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:
         if self.settings.postgres.runs_locally:

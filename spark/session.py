@@ -36,6 +36,10 @@ def session_conf(settings: Settings) -> dict[str, str]:
         # plans, logs and UI.
         "spark.redaction.regex": SPARK_REDACTION_REGEX,
     }
+    if spark.master.startswith("spark://"):
+        # A standalone master gives an application all the cores it can unless capped: cap it
+        # at the executors asked for (instances x cores), one per worker where cores allow.
+        conf["spark.cores.max"] = str(spark.executor.instances * spark.executor.cores)
     jars = connector_jars(settings)
     if jars:
         conf["spark.jars"] = ",".join(str(jar) for jar in jars)

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from app.config.clients import PRIVATE_KEY_KINDS, pem_blocks
 from app.config.keys import Layered, describe, dotted, env_var_name, lookup
-from app.config.settings import Settings
+from app.config.settings import Settings, memory_bytes
 
 
 def semantic_problems(settings: Settings, layers: Layered) -> list[str]:
@@ -34,6 +34,35 @@ def semantic_problems(settings: Settings, layers: Layered) -> list[str]:
         )
     else:
         problems += _replica_problems(settings, layers)
+    problems += _local_cluster_problems(settings, layers)
+    return problems
+
+
+def _local_cluster_problems(settings: Settings, layers: Layered) -> list[str]:
+    """Executors the local standalone workers could not host: Spark would wait for them for
+    ever ("Initial job has not accepted any resources")."""
+    spark = settings.spark
+    if not spark.runs_local_cluster:
+        return []
+    local, executor = spark.local, spark.executor
+    problems = []
+    if executor.cores > local.worker_cores:
+        problems.append(_problem(
+            layers, ("spark", "executor", "cores"), executor.cores,
+            f"more than a local worker offers (spark.local.worker_cores = {local.worker_cores})",
+        ))  # fmt: skip
+    if memory_bytes(executor.memory) > memory_bytes(local.worker_memory):
+        problems.append(_problem(
+            layers, ("spark", "executor", "memory"), executor.memory,
+            f"more than a local worker offers (spark.local.worker_memory = {local.worker_memory})",
+        ))  # fmt: skip
+    slots = local.workers * (local.worker_cores // executor.cores) if not problems else 0
+    if not problems and executor.instances > slots:
+        problems.append(_problem(
+            layers, ("spark", "executor", "instances"), executor.instances,
+            f"the {local.workers} local worker(s) of {local.worker_cores} core(s) host at most "
+            f"{slots} executor(s) of {executor.cores} core(s)",
+        ))  # fmt: skip
     return problems
 
 

@@ -72,6 +72,12 @@ def _memory_size(value: Any) -> str:
     return text
 
 
+def memory_bytes(size: str) -> int:
+    """A MemorySize ('512m', '2g', '1048576') in bytes, as the JVM reads it."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 MemorySize = Annotated[str, BeforeValidator(_memory_size)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -262,6 +268,16 @@ class ExecutorSettings(_Section):
     cores: PositiveInt
 
 
+class LocalSparkSettings(_Section):
+    """The standalone cluster ./infra/wikipulse runs when spark.master is spark:// on loopback."""
+
+    workers: PositiveInt
+    worker_cores: PositiveInt
+    worker_memory: MemorySize
+    daemon_heap: MemorySize
+    master_ui_port: Port
+
+
 class SparkSettings(_Section):
     master: NonEmpty
     #: The address the driver (its UI, RPC and block manager) binds to, SPARK_LOCAL_IP;
@@ -279,6 +295,29 @@ class SparkSettings(_Section):
     schema_version: int
     driver: DriverSettings
     executor: ExecutorSettings
+    local: LocalSparkSettings
+
+    @field_validator("master")
+    @classmethod
+    def _standalone_master_has_an_address(cls, value: str) -> str:
+        if value.startswith("spark://") and not re.fullmatch(
+            r"spark://[^\s:/,]+:\d{1,5}(,[^\s:/,]+:\d{1,5})*", value
+        ):
+            raise ValueError("a standalone master is spark://host:port[,host:port...]")
+        return value
+
+    @property
+    def standalone_master(self) -> tuple[str, int] | None:
+        """(host, port) of a single standalone master (``spark://host:port``), else None."""
+        match = re.fullmatch(r"spark://([^:,]+):(\d+)", self.master)
+        return (match[1], int(match[2])) if match else None
+
+    @property
+    def runs_local_cluster(self) -> bool:
+        """Whether ./infra/wikipulse runs the standalone master and its workers itself: a single
+        ``spark://`` master on a loopback address (the cluster layout)."""
+        master = self.standalone_master
+        return master is not None and _is_loopback(master[0])
 
     @field_validator("schema_version")
     @classmethod

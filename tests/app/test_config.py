@@ -325,6 +325,64 @@ def test_the_cluster_layout_layers_its_keys_under_the_rest(tmp_path: Path) -> No
     assert "wikipulse.layout = 'ring'" in error_of(tmp_path, {"WIKIPULSE_LAYOUT": "ring"})
 
 
+def test_the_cluster_layout_runs_a_standalone_spark_cluster(tmp_path: Path) -> None:
+    single = load(tmp_path)
+    assert (single.spark.master, single.spark.runs_local_cluster) == ("local[*]", False)
+    spark = load(tmp_path, {"WIKIPULSE_LAYOUT": "cluster"}).spark
+    assert spark.standalone_master == ("127.0.0.1", 7077)
+    assert spark.runs_local_cluster
+    assert (spark.local.workers, spark.local.worker_cores, spark.local.worker_memory) == (
+        2, 1, "1g"
+    )  # fmt: skip
+    assert (spark.executor.instances, spark.executor.cores, spark.executor.memory) == (
+        2, 1, "512m"
+    )  # fmt: skip
+    # A standalone master elsewhere is the user's cluster: up runs none.
+    remote = load(tmp_path, {"SPARK_MASTER": "spark://spark-master.internal:7077"}).spark
+    assert remote.standalone_master == ("spark-master.internal", 7077)
+    assert not remote.runs_local_cluster
+    # Several masters (ZooKeeper recovery) are valid, and never local.
+    several = load(tmp_path, {"SPARK_MASTER": "spark://127.0.0.1:7077,127.0.0.1:7078"}).spark
+    assert several.standalone_master is None and not several.runs_local_cluster
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"SPARK_MASTER": "spark://127.0.0.1"},
+            "spark.master = 'spark://127.0.0.1' (from environment variable SPARK_MASTER): "
+            "a standalone master is spark://host:port[,host:port...]",
+        ),
+        (
+            {"WIKIPULSE_LAYOUT": "cluster", "SPARK_EXECUTOR_CORES": "2"},
+            "spark.executor.cores = 2 (from environment variable SPARK_EXECUTOR_CORES): more "
+            "than a local worker offers (spark.local.worker_cores = 1)",
+        ),
+        (
+            {"WIKIPULSE_LAYOUT": "cluster", "SPARK_EXECUTOR_MEMORY": "1536m"},
+            "spark.executor.memory = '1536m' (from environment variable SPARK_EXECUTOR_MEMORY): "
+            "more than a local worker offers (spark.local.worker_memory = 1g)",
+        ),
+        (
+            {"WIKIPULSE_LAYOUT": "cluster", "SPARK_EXECUTOR_INSTANCES": "3"},
+            "spark.executor.instances = 3 (from environment variable SPARK_EXECUTOR_INSTANCES): "
+            "the 2 local worker(s) of 1 core(s) host at most 2 executor(s) of 1 core(s)",
+        ),
+    ],
+)
+def test_executors_the_local_workers_cannot_host_are_refused(
+    tmp_path: Path, environ: dict[str, str], message: str
+) -> None:
+    assert message in error_of(tmp_path, environ)
+
+
+def test_executors_of_a_remote_cluster_are_not_checked_here(tmp_path: Path) -> None:
+    remote = {"SPARK_MASTER": "spark://spark-master.internal:7077"}
+    settings = load(tmp_path, {**remote, "SPARK_EXECUTOR_MEMORY": "8g"})
+    assert settings.spark.executor.memory == "8g"
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

@@ -75,6 +75,12 @@ FAULTS: tuple[Fault, ...] = (
         "`kill -9` of the broker leading the most typed-topic partitions, of three, while "
         "events flow; `up` once the pipeline has caught up with two",
     ),
+    Fault(
+        "C2",
+        "Spark worker SIGKILLed, cluster layout",
+        "`kill -9` of a standalone worker and the executor it runs, of two, while events flow; "
+        "`up` once the pipeline has caught up with the other",
+    ),
 )
 FAULTS_BY_ID = {fault.id: fault for fault in FAULTS}
 

@@ -1,7 +1,9 @@
 """The cluster layout under the whole pipeline, started once for this module
 (``WIKIPULSE_LAYOUT=cluster``: what ``up --cluster`` records): three brokers, every topic with
-three replicas and ``min.insync.replicas=2``, and ``status`` naming each broker with the cluster's
-health. Its faults report into the Reliability section like the single-node ones.
+three replicas and ``min.insync.replicas=2``; a Spark standalone master and two workers, the job's
+executors on them; and ``status`` naming each broker and Spark daemon with the cluster's health.
+Its faults (C1: a broker, C2: a Spark worker) report into the Reliability section like the
+single-node ones.
 
 While this module runs, the fault suite's single-node stack (started by the tests before it)
 idles: its worker has no stream and its Spark job finds no new record.
@@ -10,10 +12,12 @@ idles: its worker has no stream and its Spark job finds no new record.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,6 +68,8 @@ def cluster() -> Iterator[Cluster]:
         INGESTION_BACKOFF_INITIAL="100 ms",
         INGESTION_BACKOFF_MAX="1 second",
         SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
+        SPARK_MASTER=f"spark://127.0.0.1:{free_port()}",
+        SPARK_LOCAL_MASTER_UI_PORT=str(free_port()),
     )
     stack = FaultStack(home, env, workdir)
     try:
@@ -101,8 +107,25 @@ def status(run: Run) -> tuple[int, str]:
     return result.returncode, result.stdout
 
 
+def component_line(out: str, name: str) -> str:
+    return next(line for line in out.splitlines() if re.match(rf"\s*\S+\s+{name}\s", line))
+
+
 def kafka_line(out: str) -> str:
-    return next(line for line in out.splitlines() if re.match(r"\s*\S+\s+kafka\s", line))
+    return component_line(out, "kafka")
+
+
+def spark_cluster(stack: FaultStack) -> dict[str, Any]:
+    """The standalone master's own account of its workers and applications."""
+    port = stack.settings.spark.local.master_ui_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/", timeout=5) as response:
+        state: dict[str, Any] = json.load(response)
+    return state
+
+
+def busy_workers(stack: FaultStack) -> list[dict[str, Any]]:
+    """The alive workers that run an executor (a core in use) of the job."""
+    return [w for w in spark_cluster(stack)["workers"] if w["state"] == "ALIVE" and w["coresused"]]
 
 
 def test_three_brokers_hold_every_topic_on_three_replicas(cluster: Cluster) -> None:
@@ -129,6 +152,32 @@ def test_three_brokers_hold_every_topic_on_three_replicas(cluster: Cluster) -> N
     assert "3 broker(s) alive, 0 under-replicated and 0 offline partition(s)" in kafka_line(out)
     for node, (_, port) in enumerate(stack.settings.kafka.servers, start=1):
         assert re.search(rf"^\s+broker {node}: pid \d+, 127\.0\.0\.1:{port}$", out, re.MULTILINE)
+
+
+def test_the_spark_job_runs_on_executors_of_two_standalone_workers(cluster: Cluster) -> None:
+    """``spark-submit --master spark://…``: one executor on each worker, the aggregates (the
+    warm-up caught up) computed there."""
+    stack, run = cluster.stack, cluster.warm_up
+    state = spark_cluster(stack)
+    assert state["aliveworkers"] == 2, state
+    [app] = state["activeapps"]
+    assert (app["name"], app["state"], app["cores"]) == (
+        stack.settings.spark.app_name, "RUNNING", 2
+    )  # fmt: skip
+    assert [w["coresused"] for w in state["workers"]] == [1, 1], state["workers"]
+
+    code, out = status(run)
+    assert code == 0, out
+    line = component_line(out, "spark-cluster")
+    assert f"2 of 2 worker(s) alive; applications: {app['name']} (RUNNING)" in line, out
+    for number in (1, 2):
+        assert re.search(
+            rf"^\s+worker {number}: pid \d+, 1 of 1 core\(s\) used, executors: "
+            rf"{app['id']}/\d+$",
+            out,
+            re.MULTILINE,
+        ), out
+    assert re.search(r"^\s+master: pid \d+, UI http://127\.0\.0\.1:\d+$", out, re.M), out
 
 
 def test_the_broker_leading_most_typed_partitions_sigkilled(
@@ -176,3 +225,41 @@ def test_the_broker_leading_most_typed_partitions_sigkilled(
     assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
     assert delivery.typed_out == len(run.events)
     assert delivery.raw_doubled == 0, delivery
+
+
+def test_a_spark_worker_sigkilled_with_its_executor(
+    cluster: Cluster, record: Callable[[str], Figures]
+) -> None:
+    """The job carries on with the other worker's executor (the lost tasks run again there):
+    nothing lost or doubled; ``up`` restarts the worker and the master gives the job an executor
+    on it again."""
+    figures = record("C2")
+    stack = cluster.stack
+    pid = int((stack.home / "run" / "spark-worker-1.pid").read_text())
+
+    run = stack.start("spark-worker-kill", stack.fresh_events(SAMPLE), speed=PACE)
+    figures["events_in"] = len(run.events)
+    at_kill = stack.wait_valid(run, 60)
+    killed = time.monotonic()
+    kill_group(pid)  # the worker and the executor it launched
+
+    figures["recovery_seconds"] = stack.wait_caught_up(run, killed)  # with one executor
+    code, out = status(run)
+    assert code == 1 and "DOWN: spark-worker-1" in component_line(out, "spark-cluster"), out
+    assert re.search(r"^\s+worker 1: DOWN$", out, re.MULTILINE), out
+
+    output = stack.up(run)
+    back = time.monotonic()
+    assert re.search(r"^spark-worker-1: started \(pid \d+\)", output, re.MULTILINE), output
+    assert re.search(r"^spark-worker-2: running \(pid \d+\)", output, re.MULTILINE), output
+    rejoined = wait_for(lambda: len(busy_workers(stack)) == 2, timeout=120, interval=1)
+    assert rejoined, spark_cluster(stack)
+    figures.detail("valid events before the kill", at_kill)
+    figures.detail("executor on the new worker after `up` (s)", round(time.monotonic() - back, 1))
+    delivery = stack.delivery(run)
+    figures.update(delivery.figures)
+
+    assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
+    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
+    assert delivery.typed_out == len(run.events)
+    assert status(run)[0] == 0, status(run)[1]
