@@ -101,6 +101,8 @@ class Worker:
             "last_event_time": self.health.last_event_time,
             "last_error": error_report(self.health.last_error),
             "outcomes": self.metrics.outcome_totals(),
+            # Of several workers in one group, those this one normalizes.
+            "raw_partitions": self.normalizer.owned_partitions(),
         }
 
 

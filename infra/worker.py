@@ -14,7 +14,17 @@ from app.config import Settings
 from app.config.names import worker_datadir
 from app.health import fetch_health, health_url
 from infra.component import ComponentState, Progress, SpawnedComponent, format_age
-from infra.processes import ensure_port_free, read_pid, terminate, wait_for
+from infra.home import Home
+from infra.processes import (
+    InfraError,
+    ensure_port_free,
+    pid_alive,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+    wait_for,
+)
 from infra.replay_server import load_mode
 
 COMPONENT = "worker"
@@ -46,17 +56,86 @@ def stream_error(report: dict[str, Any], now: float | None = None) -> str | None
 
 
 @dataclass(frozen=True)
+class WorkerProcess:
+    """One of the ``app.workers`` processes ``up`` runs (one consumer group): number 1 keeps the
+    names of a single worker; number N's pid and log files are ``worker-<app id>-N``, its web
+    server on ``app.web.port`` + N - 1."""
+
+    settings: Settings
+    home: Home
+    number: int
+
+    @property
+    def stem(self) -> str:
+        base = component_name(self.settings)
+        return base if self.number == 1 else f"{base}-{self.number}"
+
+    @property
+    def name(self) -> str:
+        """How ``status`` and ``up`` name it."""
+        return COMPONENT if self.number == 1 else f"{COMPONENT}-{self.number}"
+
+    @property
+    def port(self) -> int:
+        return self.settings.app.web.port + self.number - 1
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.app.web.host}:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home.pidfile(self.stem)
+
+    @property
+    def output(self) -> Path:
+        return self.home.logfile(self.stem)
+
+    @property
+    def source_file(self) -> Path:
+        """Which stream it was started on (``up`` restarts it on a switch between the live
+        stream and a replay)."""
+        return self.home.run / f"{self.stem}.source.json"
+
+    def pid(self) -> int | None:
+        return read_pid(self.pidfile, str(worker_datadir(self.settings)))
+
+    def source(self) -> dict[str, Any] | None:
+        """``{"url": ..., "replay": bool}`` it follows, None if unknown."""
+        try:
+            return dict(json.loads(self.source_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def health(self) -> dict[str, Any] | None:
+        web = self.settings.app.web.model_copy(update={"port": self.port})
+        return fetch_health(health_url(self.settings.app.model_copy(update={"web": web})))
+
+
+@dataclass(frozen=True)
 class LocalWorker(SpawnedComponent):
     """Follows the live stream, or in replay mode (``replay.json`` in the home) the replay
-    server's."""
+    server's: ``app.workers`` processes of one consumer group, the leader holding the stream."""
 
     name = COMPONENT
     title = "the worker"
     not_ready = "the worker's web server did not answer"
 
     @property
+    def processes(self) -> list[WorkerProcess]:
+        return [WorkerProcess(self.settings, self.home, n) for n in range(1, self.count + 1)]
+
+    @property
+    def count(self) -> int:
+        return self.settings.app.workers
+
+    @property
+    def first(self) -> WorkerProcess:
+        return WorkerProcess(self.settings, self.home, 1)
+
+    @property
     def stem(self) -> str:
-        return component_name(self.settings)
+        return self.first.stem
 
     @property
     def datadir(self) -> str:
@@ -68,85 +147,109 @@ class LocalWorker(SpawnedComponent):
 
     @property
     def url(self) -> str:
-        web = self.settings.app.web
-        return f"http://{web.host}:{web.port}"
+        return self.first.url
 
     @property
     def source_file(self) -> Path:
-        """Which stream the running worker was started on (``up`` restarts it on a switch
-        between the live stream and a replay)."""
-        return self.home.run / f"{self.stem}.source.json"
+        return self.first.source_file
 
     def source(self) -> dict[str, Any] | None:
-        """``{"url": ..., "replay": bool}`` of the running worker, None if unknown."""
-        try:
-            return dict(json.loads(self.source_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+        return self.first.source()
 
     def health(self) -> dict[str, Any] | None:
-        """The worker's /health report, or None when its web server does not answer."""
-        return fetch_health(health_url(self.settings.app))
+        """The /health report of the leader (the worker that holds the stream); of the first
+        worker when none says it leads; None when none answers."""
+        reports = [report for w in self.processes if (report := w.health()) is not None]
+        return next((r for r in reports if r.get("leader")), reports[0] if reports else None)
 
     def healthy(self) -> bool:
-        report = self.health()
-        return bool(report and report.get("healthy"))
+        reports = [w.health() for w in self.processes]
+        return all(r is not None and r.get("healthy") for r in reports)
 
-    def command(self) -> list[str]:
+    def command(self, process: WorkerProcess | None = None) -> list[str]:
         web = self.settings.app.web
+        port = (process or self.first).port
         return [
             sys.executable, "-m", "faust", "--datadir", self.datadir,
             "-A", "app.worker", "worker", "--loglevel", "info",
-            "--web-host", web.host, "--web-port", str(web.port),
+            "--web-host", web.host, "--web-port", str(port),
         ]  # fmt: skip
 
     def start(self, *, timeout: float = 90.0, replay_url: str | None = None) -> int:
-        """Start the worker unless it runs; with ``replay_url`` it follows that stream (a local
-        replay server) instead of ``ingestion.wikimedia.url``. Its pid once its web server
-        answers."""
-        pid = self.pid()
-        if pid is not None:
-            return pid
-        web = self.settings.app.web
-        ensure_port_free(
-            web.host,
-            web.port,
-            needed_by="the worker's web server",
-            fix="set APP_WEB_PORT=<another port>",
-        )
-        env = None
+        """Start the workers that do not run; with ``replay_url`` they follow that stream (a
+        local replay server) instead of ``ingestion.wikimedia.url``. The first one's pid once
+        every web server answers."""
+        stopped = [w for w in self.processes if w.pid() is None]
+        env = dict(os.environ)
         if replay_url is not None:
-            env = {**os.environ, "INGESTION_WIKIMEDIA_URL": replay_url}
+            env["INGESTION_WIKIMEDIA_URL"] = replay_url
         url = replay_url or self.settings.ingestion.wikimedia.url
         source = json.dumps({"url": url, "replay": replay_url is not None})
-        self.source_file.parent.mkdir(parents=True, exist_ok=True)
-        self.source_file.write_text(source)
-        return self.spawn_and_wait(
-            self.command(), ready=lambda: self.health() is not None, timeout=timeout, env=env
-        )
+        for worker in stopped:
+            ensure_port_free(
+                self.settings.app.web.host,
+                worker.port,
+                needed_by=f"the web server of {worker.name}",
+                fix="set APP_WEB_PORT=<another port> (worker N listens on the port + N - 1)",
+            )
+        spawned = {}
+        for worker in stopped:
+            worker.source_file.parent.mkdir(parents=True, exist_ok=True)
+            worker.source_file.write_text(source)
+            # Its settings' web port is the one it serves on.
+            worker_env = {**env, "APP_WEB_PORT": str(worker.port)}
+            spawned[worker.number] = spawn(
+                self.command(worker), pidfile=worker.pidfile, logfile=worker.output, env=worker_env
+            )
+        dead = None
+
+        def settled() -> bool:
+            nonlocal dead
+            dead = next((w for w in stopped if not pid_alive(spawned[w.number])), None)
+            return dead is not None or all(w.health() is not None for w in stopped)
+
+        wait_for(settled, timeout=timeout)
+        if dead is not None:
+            raise InfraError(
+                f"{dead.name} exited during start-up ({dead.output}):\n{tail(dead.output, 30)}"
+            )
+        late = [w.name for w in stopped if w.health() is None]
+        if late:
+            raise InfraError(f"{self.not_ready} within {timeout:.0f} s: {', '.join(late)}")
+        pid = self.first.pid()
+        assert pid is not None
+        return pid
 
     def up(self, progress: Progress) -> None:
-        """Start the worker on the recorded mode's stream; restart it when it follows another
-        one (after a switch between the live stream and a replay, or to a new replay port).
-        When it has just started, wait a while for it to report healthy, or say why not."""
+        """Start the workers on the recorded mode's stream; restart them when they follow
+        another one (after a switch between the live stream and a replay, or to a new replay
+        port). When one has just started, wait a while for them to report healthy, or say why
+        not."""
         mode = load_mode(self.home)
         replay_url = mode.url if mode is not None else None
         url = replay_url or self.settings.ingestion.wikimedia.url
-        if self.pid() is not None:
-            following = self.source()
+        for worker in self.processes:
+            pid = worker.pid()
+            if pid is None:
+                continue
+            following = worker.source()
             was_replay = following is not None and bool(following.get("replay"))
             if (mode is not None or was_replay) and (following or {}).get("url") != url:
-                progress(f"worker: restarting it to follow {url}")
-                self.stop()
-        was_running = self.pid() is not None
-        pid = self.start(replay_url=replay_url)
+                progress(f"{worker.name}: restarting it to follow {url}")
+                terminate(pid, timeout=self.stop_timeout)
+                worker.source_file.unlink(missing_ok=True)
+        running = {w.number for w in self.processes if w.pid() is not None}
+        self.start(replay_url=replay_url)
         source = (
             f"following {url}"
             if self.settings.ingestion.enabled
             else "normalizing only (ingestion.enabled is false)"
         )
-        progress(f"worker: {'running' if was_running else 'started'} (pid {pid}), {source}")
-        if not was_running and not wait_for(self.healthy, timeout=HEALTHY_WAIT):
+        for worker in self.processes:
+            state = "running" if worker.number in running else "started"
+            what = source if worker.number == 1 else "in the same consumer group"
+            progress(f"{worker.name}: {state} (pid {worker.pid()}), {what}")
+        if len(running) < self.count and not wait_for(self.healthy, timeout=HEALTHY_WAIT):
             progress(
                 f"worker: not healthy after {HEALTHY_WAIT:.0f} s: is the stream "
                 "reachable, does it send events? After a crash the worker first waits for "
@@ -179,9 +282,14 @@ class LocalWorker(SpawnedComponent):
                 + f" dead_letter={outcomes.get('dead_letter', 0):.0f}"
             )
         error = stream_error(report) if report is not None else None
-        healthy = bool(report and report.get("healthy"))
-        notes = (error,) if error else ()
-        return ComponentState(self.name, True, True, healthy, pid, self.url, detail, notes)
+        notes = [error] if error else []
+        if self.count > 1:
+            notes += [_process_line(worker) for worker in self.processes]
+            down = [w.name for w in self.processes if w.pid() is None]
+            if down and pid is not None:
+                detail += "; DOWN: " + ", ".join(down)
+        healthy = self.healthy() if pid is not None else False
+        return ComponentState(self.name, True, True, healthy, pid, self.url, detail, tuple(notes))
 
     def offline_hint(self) -> str | None:
         """When the worker follows the live stream and is not connected to it: a line saying
@@ -201,8 +309,15 @@ class LocalWorker(SpawnedComponent):
         )
 
     def stop(self) -> bool:
-        stopped = super().stop()
-        self.source_file.unlink(missing_ok=True)
+        """Stop this app id's workers; False when none was running."""
+        stopped = False
+        for worker in self.processes:
+            pid = worker.pid()
+            if pid is not None:
+                terminate(pid, timeout=self.stop_timeout)
+                stopped = True
+            worker.pidfile.unlink(missing_ok=True)
+            worker.source_file.unlink(missing_ok=True)
         return stopped
 
     def down(self) -> list[str]:
@@ -216,3 +331,18 @@ class LocalWorker(SpawnedComponent):
             pidfile.unlink(missing_ok=True)
             pidfile.with_name(f"{pidfile.stem}.source.json").unlink(missing_ok=True)
         return stopped
+
+
+def _process_line(worker: WorkerProcess) -> str:
+    """``status``'s note on one of several workers: its role and the raw partitions it
+    normalizes."""
+    pid = worker.pid()
+    if pid is None:
+        return f"{worker.name}: DOWN, {worker.url}"
+    report = worker.health()
+    if report is None:
+        return f"{worker.name}: pid {pid}, {worker.url}, not answering"
+    role = "leader (holds the stream)" if report.get("leader") else "standby"
+    partitions = report.get("raw_partitions")
+    owned = ", ".join(map(str, partitions)) if partitions else "none"
+    return f"{worker.name}: pid {pid}, {worker.url}, {role}, raw partitions {owned}"

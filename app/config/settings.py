@@ -380,6 +380,8 @@ class AppSettings(_Section):
     id: str = Field(pattern=r"^[a-zA-Z0-9._-]+$")
     #: The versions of the typed event the worker writes, each to its own topic.
     typed_versions: Annotated[list[int], Field(min_length=1)]
+    #: How many worker processes ./infra/wikipulse up runs on this machine (one group).
+    workers: PositiveInt
     web: WebSettings
 
     @field_validator("typed_versions")

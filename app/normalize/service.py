@@ -86,6 +86,10 @@ class Normalizer(mode.Service):
         self._last_purge: dict[int, float] = {}
         super().__init__()
 
+    def owned_partitions(self) -> list[int]:
+        """The raw partitions this worker normalizes now."""
+        return sorted(self.producers)
+
     def _repr_info(self) -> str:
         ids = sum(len(state) for state in self.dedup.values())
         return f"raw partitions {sorted(self.dedup)}, {ids} ids in the dedup window"

@@ -337,6 +337,9 @@ def test_the_cluster_layout_runs_a_standalone_spark_cluster(tmp_path: Path) -> N
     assert (spark.executor.instances, spark.executor.cores, spark.executor.memory) == (
         2, 1, "512m"
     )  # fmt: skip
+    assert (single.app.workers, load(tmp_path, {"WIKIPULSE_LAYOUT": "cluster"}).app.workers) == (
+        1, 2
+    )  # fmt: skip
     # A standalone master elsewhere is the user's cluster: up runs none.
     remote = load(tmp_path, {"SPARK_MASTER": "spark://spark-master.internal:7077"}).spark
     assert remote.standalone_master == ("spark-master.internal", 7077)

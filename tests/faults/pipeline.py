@@ -318,10 +318,18 @@ class FaultStack:
         return mine(user_edit_counts(self.settings)), mine(wiki_activity(self.settings))
 
     def metrics(self, run: Run) -> dict[str, float]:
-        try:
-            return worker_metrics(run.env)
-        except OSError:
-            return {}
+        """The run's workers' /metrics, summed over its ``app.workers`` (each normalizes its
+        share of the raw partitions; the leader alone receives the stream)."""
+        first = int(run.env["APP_WEB_PORT"])
+        total: dict[str, float] = {}
+        for port in range(first, first + run.settings.app.workers):
+            try:
+                values = worker_metrics({**run.env, "APP_WEB_PORT": str(port)})
+            except OSError:
+                continue
+            for name, value in values.items():
+                total[name] = total.get(name, 0.0) + value
+        return total
 
     def outcomes(self, run: Run) -> dict[str, int]:
         values = self.metrics(run)

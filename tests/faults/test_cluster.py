@@ -68,6 +68,7 @@ def cluster() -> Iterator[Cluster]:
         INGESTION_BACKOFF_INITIAL="100 ms",
         INGESTION_BACKOFF_MAX="1 second",
         SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
+        APP_WEB_PORT=str(consecutive_free_ports(2)),  # worker N on the port + N - 1
         SPARK_MASTER=f"spark://127.0.0.1:{free_port()}",
         SPARK_LOCAL_MASTER_UI_PORT=str(free_port()),
     )
@@ -178,6 +179,28 @@ def test_the_spark_job_runs_on_executors_of_two_standalone_workers(cluster: Clus
             re.MULTILINE,
         ), out
     assert re.search(r"^\s+master: pid \d+, UI http://127\.0\.0\.1:\d+$", out, re.M), out
+
+
+def test_two_workers_share_the_raw_partitions_one_holding_the_stream(cluster: Cluster) -> None:
+    run = cluster.warm_up
+    code, out = status(run)
+    assert code == 0, out
+    port = int(run.env["APP_WEB_PORT"])
+    lines = {
+        name: re.search(
+            rf"^\s+{name}: pid \d+, http://127\.0\.0\.1:{port + n}, (leader \(holds the stream\)"
+            r"|standby), raw partitions ([\d, ]+)$",
+            out,
+            re.MULTILINE,
+        )
+        for n, name in enumerate(("worker", "worker-2"))
+    }
+    assert all(lines.values()), out
+    roles = sorted(match[1] for match in lines.values() if match)
+    assert roles == ["leader (holds the stream)", "standby"], out
+    owned = [int(p) for match in lines.values() if match for p in match[2].split(", ")]
+    assert sorted(owned) == [0, 1, 2], out  # each raw partition normalized by one of them
+    assert all(match and match[2] for match in lines.values()), "a worker owns no partition"
 
 
 def test_the_broker_leading_most_typed_partitions_sigkilled(
