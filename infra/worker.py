@@ -156,6 +156,11 @@ class LocalWorker(SpawnedComponent):
     def source(self) -> dict[str, Any] | None:
         return self.first.source()
 
+    def pid(self) -> int | None:
+        """The pid of the first of its processes that runs (of several, any one keeps the
+        pipeline going); None when none does."""
+        return next((pid for w in self.processes if (pid := w.pid()) is not None), None)
+
     def health(self) -> dict[str, Any] | None:
         """The /health report of the leader (the worker that holds the stream); of the first
         worker when none says it leads; None when none answers."""
@@ -177,7 +182,7 @@ class LocalWorker(SpawnedComponent):
 
     def start(self, *, timeout: float = 90.0, replay_url: str | None = None) -> int:
         """Start the workers that do not run; with ``replay_url`` they follow that stream (a
-        local replay server) instead of ``ingestion.wikimedia.url``. The first one's pid once
+        local replay server) instead of ``ingestion.wikimedia.url``. A running one's pid once
         every web server answers."""
         stopped = [w for w in self.processes if w.pid() is None]
         env = dict(os.environ)
@@ -216,7 +221,7 @@ class LocalWorker(SpawnedComponent):
         late = [w.name for w in stopped if w.health() is None]
         if late:
             raise InfraError(f"{self.not_ready} within {timeout:.0f} s: {', '.join(late)}")
-        pid = self.first.pid()
+        pid = self.pid()
         assert pid is not None
         return pid
 

@@ -81,6 +81,12 @@ FAULTS: tuple[Fault, ...] = (
         "`kill -9` of a standalone worker and the executor it runs, of two, while events flow; "
         "`up` once the pipeline has caught up with the other",
     ),
+    Fault(
+        "C3",
+        "Leader worker SIGKILLed, cluster layout",
+        "`kill -9` of the worker holding the stream, of two, while events flow; `up` once the "
+        "other has taken the stream and the raw partitions over and caught up",
+    ),
 )
 FAULTS_BY_ID = {fault.id: fault for fault in FAULTS}
 

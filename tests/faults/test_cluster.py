@@ -32,7 +32,7 @@ from infra.processes import free_port, pid_alive, port_open, wait_for
 from tests.conftest import make_home
 from tests.faults.pipeline import PACE, SAMPLE, FaultStack, Run, kill_group
 from tests.faults.results import Figures
-from tests.harness import cli_environment, run_cli
+from tests.harness import cli_environment, run_cli, worker_health
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -286,3 +286,54 @@ def test_a_spark_worker_sigkilled_with_its_executor(
     assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
     assert delivery.typed_out == len(run.events)
     assert status(run)[0] == 0, status(run)[1]
+
+
+def worker_roles(run: Run) -> dict[str, bool | None]:
+    """Each worker's pid file stem -> whether it leads (None: not answering)."""
+    first = int(run.env["APP_WEB_PORT"])
+    roles = {}
+    for n in range(run.settings.app.workers):
+        report = worker_health({**run.env, "APP_WEB_PORT": str(first + n)})
+        stem = f"worker-{run.app_id}" + ("" if n == 0 else f"-{n + 1}")
+        roles[stem] = None if report is None else bool(report.get("leader"))
+    return roles
+
+
+def test_the_leader_worker_sigkilled(cluster: Cluster, record: Callable[[str], Figures]) -> None:
+    """The other worker takes the stream over (resuming after the newest event across the raw
+    partitions) and the dead one's raw partitions: nothing lost or doubled; ``up`` brings the
+    dead one back as a standby."""
+    figures = record("C3")
+    stack = cluster.stack
+    run = stack.start("leader-kill", stack.fresh_events(SAMPLE), speed=PACE)
+    figures["events_in"] = len(run.events)
+    assert wait_for(lambda: list(worker_roles(run).values()).count(True) == 1, timeout=60)
+    leader = next(stem for stem, leads in worker_roles(run).items() if leads)
+    pid = int((stack.home / "run" / f"{leader}.pid").read_text())
+    at_kill = stack.wait_valid(run, 60)
+    killed = time.monotonic()
+    kill_group(pid)
+
+    figures["recovery_seconds"] = stack.wait_caught_up(run, killed)  # the other worker alone
+    roles = worker_roles(run)
+    assert roles[leader] is None and list(roles.values()).count(True) == 1, roles
+    code, out = status(run)
+    dead_name = "worker" if leader == f"worker-{run.app_id}" else "worker-2"
+    assert code == 1 and f"DOWN: {dead_name}" in component_line(out, "worker"), out
+
+    output = stack.up(run)
+    assert re.search(rf"^{dead_name}: started \(pid \d+\)", output, re.MULTILINE), output
+    back = time.monotonic()
+    assert wait_for(lambda: sorted(map(str, worker_roles(run).values())) == ["False", "True"],
+                    timeout=120, interval=1), worker_roles(run)  # fmt: skip
+    figures.detail("valid events before the kill", at_kill)
+    figures.detail(
+        "both workers back, one leading, after `up` (s)", round(time.monotonic() - back, 1)
+    )
+    delivery = stack.delivery(run)
+    figures.update(delivery.figures)
+
+    assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
+    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
+    assert delivery.typed_out == len(run.events)
+    assert delivery.raw_doubled == 0, delivery  # resumed after the newest durable event
