@@ -203,12 +203,7 @@ class LocalSparkCluster(Component):
             spawned = {}
             for daemon in stopped:
                 daemon.work_dir.mkdir(parents=True, exist_ok=True)
-                daemon.properties_file.write_text(
-                    "# Written by ./infra/wikipulse up (infra/spark_cluster.py).\n"
-                    # A worker that loses the master retries every few seconds for as long as
-                    # it runs, so a restarted master finds its workers again.
-                    "spark.worker.cleanup.enabled true\n"
-                )
+                daemon.properties_file.write_text(_properties(daemon))
                 spawned[daemon.name] = spawn(
                     self._command(daemon), pidfile=daemon.pidfile, logfile=daemon.output, env=env
                 )
@@ -265,14 +260,15 @@ class LocalSparkCluster(Component):
             notes.append(line)
         down = [d.name for d in self.daemons if d.pid() is None]
         if state is None:
-            detail = "not running" if self.master.pid() is None else "the master does not answer"
+            everything = len(down) == len(self.daemons)
+            detail = "not running" if everything else "the master does not answer"
         else:
             apps = [f"{a['name']} ({a['state']})" for a in state.get("activeapps", [])]
             detail = (
                 f"{len(alive)} of {len(self.workers)} worker(s) alive; "
                 f"applications: {', '.join(apps) or 'none'}"
             )
-        if down and state is not None:
+        if down and len(down) < len(self.daemons):
             detail += "; DOWN: " + ", ".join(down)
         healthy = not down and state is not None and len(alive) >= len(self.workers)
         return ComponentState(
@@ -285,6 +281,22 @@ class LocalSparkCluster(Component):
             detail,
             tuple(notes),
         )
+
+
+def _properties(daemon: SparkDaemon) -> str:
+    """A daemon's Spark properties. The master keeps its workers and applications in a
+    recovery directory: restarted after a crash, it recovers them, and the running job keeps its
+    executors (a fresh master would not know the job, and the workers would drop its
+    executors). The workers delete old applications' directories."""
+    lines = ["# Written by ./infra/wikipulse up (infra/spark_cluster.py)."]
+    if daemon.number == 0:
+        lines += [
+            "spark.deploy.recoveryMode FILESYSTEM",
+            f"spark.deploy.recoveryDirectory {daemon.work_dir / 'recovery'}",
+        ]
+    else:
+        lines.append("spark.worker.cleanup.enabled true")
+    return "\n".join(lines) + "\n"
 
 
 def _pid(daemon: SparkDaemon) -> str:

@@ -19,6 +19,7 @@ from app.config import Settings, load_settings
 from infra.processes import free_port
 from infra.stack import Stack
 from tests import recordings
+from tests.faults.results import RESULTS_VARIABLE
 
 # The Spark fixtures serve tests/spark/ and tests/recorded/: one plugin, so one SparkSession.
 pytest_plugins = ("tests.spark.fixtures",)
@@ -34,7 +35,8 @@ TEST_PASSWORD = "test-password-Ω"
 SERVICE_GROUPS = {
     "stack_env": "session-stack",  # the session's Kafka and PostgreSQL, the tests' SparkSession
     "fault_results": "faults",  # the fault suite's stacks and its one results file
-    "cluster": "faults",  # the cluster layout's stack (tests/faults/test_cluster.py)
+    # The cluster layout's stack (tests/faults/test_cluster.py), beside the single-node one.
+    "cluster": "cluster-stack",
     "secure_services": "secured-services",
     "replay_stack": "end-to-end",
 }
@@ -67,6 +69,12 @@ def add_to_summary(config: pytest.Config, line: str) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(RESULTS_VARIABLE) and config.getoption("numprocesses", None):
+        # Each xdist worker runs some of the faults: one file for them all needs one process.
+        raise pytest.UsageError(
+            f"{RESULTS_VARIABLE} collects the fault figures into one file: run in one process "
+            "(`./infra/wikipulse test -n 0 tests/faults`)"
+        )
     if not hasattr(config, "workerinput"):  # an xdist worker reports to the main process
         tally = config.stash[RECORDED] = RecordedTally()
         config.pluginmanager.register(tally, "recorded-tally")

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
 from app.health import fetch_health
-from infra.processes import free_port, pid_alive
+from infra.processes import free_port, pid_alive, port_open
 from infra.replay.server import ReplayOptions, ReplayServer
 from infra.topics import ensure_topics
 
@@ -53,6 +53,29 @@ def run_cli(
     return subprocess.run(
         [WIKIPULSE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
     )
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the local controllers listen on the ports
+    after ``kafka.local.controller_port``, worker N on ``app.web.port`` + N - 1)."""
+    for _ in range(50):
+        first = free_port()
+        if all(not port_open("127.0.0.1", first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def cluster_environment(workers: int = 2) -> dict[str, str]:
+    """The cluster layout (``up --cluster``) on free ports: three brokers and their controllers,
+    the Spark master and its UI, and room for ``workers`` workers' web servers."""
+    return {
+        "WIKIPULSE_LAYOUT": "cluster",
+        "KAFKA_BOOTSTRAP_SERVERS": ",".join(f"127.0.0.1:{free_port()}" for _ in range(3)),
+        "KAFKA_LOCAL_CONTROLLER_PORT": str(consecutive_free_ports(3)),
+        "APP_WEB_PORT": str(consecutive_free_ports(workers)),
+        "SPARK_MASTER": f"spark://127.0.0.1:{free_port()}",
+        "SPARK_LOCAL_MASTER_UI_PORT": str(free_port()),
+    }
 
 
 def cli_pids(home: Path, app_id: str = "wikipulse-worker") -> dict[str, int]:

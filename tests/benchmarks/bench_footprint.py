@@ -1,7 +1,7 @@
 """Footprint: the memory of every component of ``./infra/wikipulse up --replay`` at the live pace.
 
     .venv/bin/python tests/benchmarks/bench_footprint.py [--minutes 10] [--rate 40]
-        [--no-browser] [--reuse-services] [--smoke] [--json FILE]
+        [--no-browser] [--reuse-services | --cluster] [--smoke] [--json FILE]
 
 Starts the whole stack in replay mode on the synthetic stream (~40 events/s, like the live
 stream) with the default configuration, opens the dashboard in one headless Chromium session
@@ -11,6 +11,10 @@ among them; ``/proc/PID/smaps_rollup``) of each component's process tree: the Ka
 JVM, the Spark driver's JVM and its Python, PostgreSQL's processes, the dashboard, the worker and
 the replay server; the figure is the whole stack's PSS. Goal: at most 1.5 GiB (1,536 MiB).
 Memory is sampled every ``--every`` seconds on the way, to show what grows.
+
+With ``--cluster``: the cluster layout (``up --cluster``: three brokers, a Spark master and two
+workers with the job's executors, two workers), each of its processes measured on its own (the
+memory per process that infra/README.md's production section quotes).
 
 With ``--reuse-services`` Kafka and PostgreSQL are the environment's (their processes are
 measured as they are: they may serve others too); the pipeline runs on a database and topics of
@@ -50,6 +54,42 @@ PARTS = (
     ("worker", "worker (Faust)", "worker", "all"),
     ("replay", "replay server", "replay", "all"),
 )
+EXECUTOR_CLASS = "CoarseGrainedExecutorBackend"
+
+
+@dataclass(frozen=True)
+class Part:
+    key: str
+    what: str
+    pid: int | None
+    which: str  # all | java | other | daemon (without its executors) | executors
+
+
+def parts_of(live: LiveStack) -> list[Part]:
+    """What is measured: each component's process tree, and in the cluster layout each of its
+    processes (brokers, Spark daemons and the executors they launched, workers) on its own."""
+    pids = live.pids()
+    parts = [Part(key, what, pids.get(component), which) for key, what, component, which in PARTS]
+    if not live.settings.spark.runs_local_cluster:
+        return parts
+    stack = live.stack
+    parts[0] = Part("kafka", "Kafka broker 1 (JVM)", stack.kafka.nodes[0].pid(), "all")
+    for node in stack.kafka.nodes[1:]:
+        key = node.name.replace("-", "_")
+        parts.append(Part(key, f"Kafka broker {node.node_id} (JVM)", node.pid(), "all"))
+    parts[5] = Part("worker", "worker 1 (Faust)", stack.worker.processes[0].pid(), "all")
+    for worker in stack.worker.processes[1:]:
+        key = worker.name.replace("-", "_")
+        parts.append(Part(key, f"worker {worker.number} (Faust)", worker.pid(), "all"))
+    for daemon in stack.spark_cluster.daemons:
+        key, pid = daemon.name.replace("-", "_"), daemon.pid()
+        if daemon.number == 0:
+            parts.append(Part(key, "Spark master (JVM)", pid, "all"))
+            continue
+        parts.append(Part(key, f"Spark worker {daemon.number} (daemon JVM)", pid, "daemon"))
+        what = f"Spark executor on worker {daemon.number} (JVM)"
+        parts.append(Part(f"executor_{daemon.number}", what, pid, "executors"))
+    return parts
 
 
 @dataclass
@@ -86,15 +126,30 @@ def is_java(process: psutil.Process) -> bool:
         return False
 
 
-def measure(pids: dict[str, int | None]) -> dict[str, Memory]:
+def is_executor(process: psutil.Process) -> bool:
+    try:
+        return EXECUTOR_CLASS in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def counted(process: psutil.Process, which: str) -> bool:
+    if which == "all":
+        return True
+    if which in ("java", "other"):
+        return (which == "java") == is_java(process)
+    return (which == "executors") == is_executor(process)
+
+
+def measure(parts: list[Part]) -> dict[str, Memory]:
     """The memory of each part, by figure key."""
-    parts: dict[str, Memory] = {}
-    for key, _, component, which in PARTS:
-        memory = parts[key] = Memory()
-        for process in tree(pids.get(component)):
-            if which == "all" or (which == "java") == is_java(process):
+    found: dict[str, Memory] = {}
+    for part in parts:
+        memory = found[part.key] = Memory()
+        for process in tree(part.pid):
+            if counted(process, part.which):
                 memory.add(process)
-    return parts
+    return found
 
 
 def total(parts: dict[str, Memory]) -> Memory:
@@ -128,16 +183,17 @@ def sample(
     """Sample every ``every`` seconds for ``minutes``: the last sample, and the whole stack's PSS
     (MiB) at each (seconds since the first)."""
     say(f"{audience}; sampling every {every:g} s for {minutes:g} min")
-    say(f"{'t (s)':>6} " + " ".join(f"{key:>12}" for key, *_ in PARTS) + f" {'total PSS':>10}")
+    keys = [part.key for part in parts_of(live)]
+    say(f"{'t (s)':>6} " + " ".join(f"{key:>12}" for key in keys) + f" {'total PSS':>10}")
     started = time.monotonic()
     totals = []
     while True:
-        parts = measure(live.pids())
+        parts = measure(parts_of(live))
         elapsed = time.monotonic() - started
         totals.append((round(elapsed), round(total(parts).pss / MIB)))
         say(
             f"{elapsed:>6.0f} "
-            + " ".join(f"{parts[key].pss / MIB:>8.0f} MiB" for key, *_ in PARTS)
+            + " ".join(f"{parts[key].pss / MIB:>8.0f} MiB" for key in keys)
             + f" {totals[-1][1]:>6} MiB"
         )
         if elapsed >= minutes * 60:
@@ -154,6 +210,9 @@ def main() -> int:
     parser.add_argument(
         "--reuse-services", action="store_true", help="the environment's Kafka and PostgreSQL"
     )
+    parser.add_argument(
+        "--cluster", action="store_true", help="the cluster layout (up --cluster), each process"
+    )
     add_arguments(parser)
     args = parser.parse_args()
     minutes = args.minutes if args.minutes is not None else 0.25 if args.smoke else 10.0
@@ -161,7 +220,7 @@ def main() -> int:
     report = Report("bench_footprint", smoke=args.smoke)
 
     mode = ReplayMode.synthetic(options=(f"--event-rate={args.rate:g}",))
-    with LiveStack(mode, reuse_services=args.reuse_services) as live:
+    with LiveStack(mode, reuse_services=args.reuse_services, cluster=args.cluster) as live:
         with ExitStack() as browser:
             audience = (
                 "nobody on the dashboard"
@@ -169,6 +228,7 @@ def main() -> int:
                 else open_dashboard(live.stack.dashboard.url, browser)
             )
             parts, totals = sample(live, minutes, every, audience)
+            labels = {part.key: part.what for part in parts_of(live)}
         # After the browser: Playwright's loop would stand in the way of asyncio.run.
         down = live.down_components()
         # A short run may end before the Spark job's first batch (slow on a loaded machine).
@@ -184,14 +244,14 @@ def main() -> int:
         if args.reuse_services
         else "every component started for this run"
     )
+    command = "up --cluster --replay" if args.cluster else "up --replay"
     context = (
-        f"after {minutes:g} min of `up --replay` at {args.rate:g} events/s, {audience}; {services}"
+        f"after {minutes:g} min of `{command}` at {args.rate:g} events/s, {audience}; {services}"
     )
-    for key, what, _, _ in PARTS:
-        memory = parts[key]
+    for key, memory in parts.items():
         report.add(
             f"pss.{key}",
-            f"PSS: {what}",
+            f"PSS: {labels[key]}",
             memory.pss / MIB,
             "MiB",
             note=f"RSS {memory.rss / MIB:,.0f} MiB, {memory.processes} process(es)",

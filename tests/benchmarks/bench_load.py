@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_load.py [--rate R] [--minutes 10]
         [--start-rate 6000] [--probe-minutes 2] [--confirmations 3] [--every 3]
         [--config VARIABLE=VALUE]
-        [--smoke] [--reuse-services] [--json FILE]
+        [--smoke] [--reuse-services | --cluster] [--json FILE]
 
 The replay server serves the synthetic stream (infra/replay/synthetic.py) at a fixed rate to
 the real worker (SSE -> raw -> typed, in Kafka transactions), whose typed topic the real Spark
@@ -48,6 +48,9 @@ Without ``--reuse-services`` it starts its own Kafka and PostgreSQL (a temporary
 ports) and removes them after. With it, it uses the running ones that the configuration names
 (``WIKIPULSE_HOME``, ``KAFKA_BOOTSTRAP_SERVERS``, ``POSTGRES_*``). Either way each run has its own
 topics, database, Spark checkpoint and worker (a home of its own), removed after the run.
+``--cluster``: the cluster layout (``up --cluster``): three brokers (every topic on three
+replicas), the job on a Spark standalone master and two workers, two workers in one group; the
+Spark cluster's CPU is reported beside the rest.
 ``--smoke``: one 15 s run at 300 events/s with a 5 s trigger, no search, still counting exactly.
 """
 
@@ -86,9 +89,9 @@ from app.contract import HEADER_RECEIVED_AT  # noqa: E402
 from infra.home import Home  # noqa: E402
 from infra.lag import NORMALIZER, SPARK, consumer_lag  # noqa: E402
 from infra.migrations import migrate  # noqa: E402
-from infra.processes import free_port  # noqa: E402
 from infra.replay.synthetic import StreamOptions, SyntheticStream  # noqa: E402
 from infra.replay_server import LocalReplay, ReplayMode  # noqa: E402
+from infra.spark_cluster import LocalSparkCluster  # noqa: E402
 from infra.spark_job import LocalSparkJob  # noqa: E402
 from infra.stack import Stack  # noqa: E402
 from infra.topics import ensure_topics  # noqa: E402
@@ -96,6 +99,7 @@ from infra.worker import LocalWorker  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments  # noqa: E402
 from tests.benchmarks.services import services  # noqa: E402
 from tests.conftest import make_home  # noqa: E402
+from tests.harness import consecutive_free_ports  # noqa: E402
 
 GOAL_RATE = 12_000
 STEP_UP, STEP_DOWN, RESOLUTION = 1.25, 0.8, 1.08
@@ -107,6 +111,7 @@ PROCESSES = (
     ("kafka", "the Kafka broker"),
     ("spark_jvm", "the Spark driver JVM"),
     ("spark_python", "the Spark driver's Python"),
+    ("spark_cluster", "the Spark master, workers, executors"),  # --cluster only
     ("postgres", "PostgreSQL"),
     ("bench", "this script"),
 )
@@ -160,7 +165,12 @@ def tree(procs: dict[int, Proc], root: int | None) -> list[Proc]:
     return found
 
 
-def usage(roots: dict[str, int | None]) -> dict[str, tuple[int, int]]:
+def reported(sample: Sample) -> list[tuple[str, str]]:
+    """The parts of PROCESSES this run has (the Spark cluster only in the cluster layout)."""
+    return [(key, name) for key, name in PROCESSES if key in sample.usage]
+
+
+def usage(roots: dict[str, tuple[int | None, ...]]) -> dict[str, tuple[int, int]]:
     """Per reported process: (CPU ticks, RSS bytes) of its tree (processes that exited count
     in their parent's reaped ticks). The Spark job's tree is split into the driver JVM and the
     Python process the JVM runs the job in. This script is counted alone: the components it
@@ -176,7 +186,7 @@ def usage(roots: dict[str, int | None]) -> dict[str, tuple[int, int]]:
             own = procs[os.getpid()]
             found[key] = (own.ticks, own.rss)
             continue
-        members = tree(procs, root)
+        members = [member for pid in root for member in tree(procs, pid)]
         if key == "spark":
             found["spark_jvm"] = total([p for p in members if p.comm == "java"])
             found["spark_python"] = total([p for p in members if p.comm != "java"])
@@ -211,12 +221,14 @@ class Pipeline:
     home: Home = field(init=False)
     replay: LocalReplay = field(init=False)
     worker: LocalWorker = field(init=False)
+    spark_cluster: LocalSparkCluster = field(init=False)
     spark: LocalSparkJob = field(init=False)
 
     def __post_init__(self) -> None:
         self.home = Home(self.settings.home)
         self.replay = LocalReplay(self.settings, self.home)
         self.worker = LocalWorker(self.settings, self.home)
+        self.spark_cluster = LocalSparkCluster(self.settings, self.home)
         self.spark = LocalSparkJob(self.settings, self.home)
 
     @classmethod
@@ -236,7 +248,8 @@ class Pipeline:
             "KAFKA_TOPICS_TYPED_NAME": f"load-{suffix}.v1",
             "KAFKA_TOPICS_DEAD_LETTER_NAME": f"load-{suffix}.dead-letter",
             "APP_ID": f"load-{suffix}",
-            "APP_WEB_PORT": str(free_port()),
+            # Worker N listens on the port + N - 1 (the cluster layout runs two).
+            "APP_WEB_PORT": str(consecutive_free_ports(2)),
             "POSTGRES_DATABASE": database,
             "INGESTION_WIKIMEDIA_FILTERS_NAMESPACES": "[]",
             **overrides,
@@ -267,25 +280,33 @@ class Pipeline:
 
     def start(self, mode: ReplayMode) -> ReplayMode:
         """The Spark job first (its start-up is no part of the run), then the replay server,
-        then the worker, which connects and starts the stream; the mode served (its port)."""
+        then the worker, which connects and starts the stream; the mode served (its port). In
+        the cluster layout the Spark master and workers start before the job."""
+        if self.spark_cluster.applies:
+            self.spark_cluster.start()
         self.spark.start()
         mode = self.replay.serve(mode, say)
         self.worker.start(replay_url=mode.url)
         return mode
 
     def stop(self) -> None:
-        for component in (self.worker, self.spark, self.replay):
-            component.stop()
+        for component in (self.worker, self.spark, self.spark_cluster, self.replay):
+            if component is not self.spark_cluster or self.spark_cluster.applies:
+                component.stop()
 
-    def roots(self) -> dict[str, int | None]:
-        return {
-            "replay": self.replay.pid(),
-            "worker": self.worker.pid(),
-            "kafka": self.stack.kafka.pid(),
-            "spark": self.spark.pid(),
-            "postgres": self.stack.postgres.pid(),
-            "bench": os.getpid(),
+    def roots(self) -> dict[str, tuple[int | None, ...]]:
+        """The processes of each reported part (several in the cluster layout)."""
+        roots = {
+            "replay": (self.replay.pid(),),
+            "worker": tuple(worker.pid() for worker in self.worker.processes),
+            "kafka": tuple(node.pid() for node in self.stack.kafka.nodes),
+            "spark": (self.spark.pid(),),
+            "postgres": (self.stack.postgres.pid(),),
+            "bench": (os.getpid(),),
         }
+        if self.spark_cluster.applies:
+            roots["spark_cluster"] = tuple(d.pid() for d in self.spark_cluster.daemons)
+        return roots
 
     def down(self) -> list[str]:
         """The pipeline's processes that are not running."""
@@ -757,7 +778,7 @@ def report_run(
     report.add("load.ingested_rate", "ingested into the raw topic while serving, mean",
                ingested / elapsed, "events/s", seconds=elapsed)  # fmt: skip
     total = 0.0
-    for key, name in PROCESSES:
+    for key, name in reported(first):
         seconds = (last.usage[key][0] - first.usage[key][0]) / CLOCK_TICKS
         total += 100 * seconds / elapsed
         report.add(f"load.cpu.{key}", f"CPU of {name}", 100 * seconds / elapsed,
@@ -766,7 +787,7 @@ def report_run(
                    rss_end_mib=mib(last.usage[key][1]))  # fmt: skip
     report.add("load.cpu.total", "CPU of all of them", total, "% of a core",
                cores=os.cpu_count())  # fmt: skip
-    for key, name in PROCESSES:
+    for key, name in reported(first):
         report.add(f"load.rss.{key}", f"RSS of {name} at the end", mib(last.usage[key][1]),
                    "MiB", start_mib=mib(first.usage[key][1]))  # fmt: skip
 
@@ -795,6 +816,11 @@ def main() -> None:
         "(repeatable)",
     )  # fmt: skip
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster layout: three brokers, the Spark cluster, two workers",
+    )
+    parser.add_argument(
         "--reuse-services",
         action="store_true",
         help="use the running Kafka and PostgreSQL that the configuration names",
@@ -805,7 +831,10 @@ def main() -> None:
     # A SIGTERM (a test's timeout) must still stop what was started: the processes run in
     # sessions of their own and would outlive this one.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with services(args.reuse_services, "wikipulse-load-") as (stack, environ):
+    with services(args.reuse_services, "wikipulse-load-", cluster=args.cluster) as (
+        stack,
+        environ,
+    ):
         probes: list[Verdict] = []
         if args.smoke:
             rate, seconds, args.every = 300.0, 15.0, 2.0
@@ -852,7 +881,7 @@ def print_usage(run: Run) -> None:
     ingested = max(1, last.raw_end - first.raw_end)
     say(f"\nwhere the time goes over {elapsed:,.0f} s at {run.rate:,.0f} events/s "
         f"({ingested / elapsed:,.0f} events/s ingested; {os.cpu_count()} cores):")  # fmt: skip
-    for key, name in PROCESSES:
+    for key, name in reported(first):
         seconds = (last.usage[key][0] - first.usage[key][0]) / CLOCK_TICKS
         start, end = mib(first.usage[key][1]), mib(last.usage[key][1])
         say(f"  {name:<26} {100 * seconds / elapsed:>5.0f}% of a core "

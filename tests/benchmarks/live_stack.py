@@ -1,6 +1,7 @@
 """The whole pipeline as ``./infra/wikipulse up --replay`` runs it, for the benchmarks that watch
 it live (``bench_freshness.py``, ``bench_footprint.py``).
 
+With ``cluster``: the cluster layout (``up --cluster``), on ports of its own.
 Without ``reuse_services``: a stack of its own (PostgreSQL, Kafka and every process) in a
 temporary ``WIKIPULSE_HOME`` on free ports, purged after. With it: Kafka and PostgreSQL are the
 environment's (``app.config.load_settings()``: already running, never started or stopped here);
@@ -29,6 +30,7 @@ from infra.processes import free_port
 from infra.replay_server import ReplayMode, load_mode
 from infra.stack import Stack
 from tests.conftest import make_home, stack_environment
+from tests.harness import cluster_environment
 
 
 def say(text: str) -> None:
@@ -40,7 +42,11 @@ class LiveStack:
     ``mode``, configured by the environment variables given (e.g.
     ``SPARK_TRIGGER_PROCESSING_TIME="1 second"``)."""
 
-    def __init__(self, mode: ReplayMode, *, reuse_services: bool, **config: str) -> None:
+    def __init__(
+        self, mode: ReplayMode, *, reuse_services: bool, cluster: bool = False, **config: str
+    ) -> None:
+        if cluster and reuse_services:
+            raise ValueError("the cluster layout runs services of its own")
         self.mode = mode
         self.reuse_services = reuse_services
         self.home = make_home("wikipulse-bench-")
@@ -50,7 +56,8 @@ class LiveStack:
             self.services = Stack(load_settings())
             self.environ = {**os.environ, **self._pipeline_environment(), **config}
         else:
-            self.environ = {**os.environ, **stack_environment(self.home), **config}
+            layout = cluster_environment() if cluster else {}
+            self.environ = {**os.environ, **stack_environment(self.home), **layout, **config}
         self.settings = load_settings(environ=self.environ)
         self.stack = Stack(self.settings)
         if not reuse_services:

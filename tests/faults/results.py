@@ -87,6 +87,23 @@ FAULTS: tuple[Fault, ...] = (
         "`kill -9` of the worker holding the stream, of two, while events flow; `up` once the "
         "other has taken the stream and the raw partitions over and caught up",
     ),
+    Fault(
+        "C4",
+        "A third worker joins, cluster layout",
+        "`up` with `APP_WORKERS=3` while events flow: the raw partitions move, one to each worker",
+    ),
+    Fault(
+        "C5",
+        "Spark master SIGKILLed, cluster layout",
+        "`kill -9` of the standalone master while events flow; `up` once the pipeline has caught "
+        "up without it",
+    ),
+    Fault(
+        "C6",
+        "Rolling restart of the three brokers, cluster layout",
+        "each broker in turn stopped (SIGTERM) and started again by `up`, the next one once no "
+        "partition is under-replicated, while events flow at a tenth of the pace",
+    ),
 )
 FAULTS_BY_ID = {fault.id: fault for fault in FAULTS}
 

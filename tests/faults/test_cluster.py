@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import urllib.request
@@ -28,25 +30,15 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from infra.processes import free_port, pid_alive, port_open, wait_for
+from infra.processes import pid_alive, wait_for
 from tests.conftest import make_home
 from tests.faults.pipeline import PACE, SAMPLE, FaultStack, Run, kill_group
 from tests.faults.results import Figures
-from tests.harness import cli_environment, run_cli, worker_health
+from tests.harness import cli_environment, cluster_environment, run_cli, worker_health
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 BROKERS = 3
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (the local controllers listen on the ports
-    after ``kafka.local.controller_port``)."""
-    for _ in range(50):
-        first = free_port()
-        if all(not port_open("127.0.0.1", first + i) for i in range(count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 @dataclass(frozen=True)
@@ -61,16 +53,11 @@ def cluster() -> Iterator[Cluster]:
     workdir = Path(tempfile.mkdtemp(prefix="wikipulse-cluster-files-"))
     env = cli_environment(
         home,
-        WIKIPULSE_LAYOUT="cluster",
-        KAFKA_BOOTSTRAP_SERVERS=",".join(f"127.0.0.1:{free_port()}" for _ in range(BROKERS)),
-        KAFKA_LOCAL_CONTROLLER_PORT=str(consecutive_free_ports(BROKERS)),
+        **cluster_environment(workers=3),  # C4: a third worker joins
         INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: all events count
         INGESTION_BACKOFF_INITIAL="100 ms",
         INGESTION_BACKOFF_MAX="1 second",
         SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
-        APP_WEB_PORT=str(consecutive_free_ports(2)),  # worker N on the port + N - 1
-        SPARK_MASTER=f"spark://127.0.0.1:{free_port()}",
-        SPARK_LOCAL_MASTER_UI_PORT=str(free_port()),
     )
     stack = FaultStack(home, env, workdir)
     try:
@@ -127,6 +114,16 @@ def spark_cluster(stack: FaultStack) -> dict[str, Any]:
 def busy_workers(stack: FaultStack) -> list[dict[str, Any]]:
     """The alive workers that run an executor (a core in use) of the job."""
     return [w for w in spark_cluster(stack)["workers"] if w["state"] == "ALIVE" and w["coresused"]]
+
+
+def delivered_exactly_once(stack: FaultStack, run: Run, figures: Figures) -> None:
+    """Every served event once in the typed topic and once in the raw log, none dead-lettered;
+    the delivery's figures recorded."""
+    delivery = stack.delivery(run)
+    figures.update(delivery.figures)
+    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
+    assert delivery.typed_out == len(run.events)
+    assert delivery.raw_doubled == 0, delivery
 
 
 def test_three_brokers_hold_every_topic_on_three_replicas(cluster: Cluster) -> None:
@@ -237,17 +234,13 @@ def test_the_broker_leading_most_typed_partitions_sigkilled(
         interval=1,
     )
     assert rejoined, status(run)[1]
-    delivery = stack.delivery(run)
-    figures.update(delivery.figures)
     figures.detail("valid events before the kill", at_kill)
     figures.detail("broker killed (node id)", leader)
     figures.detail("back in every ISR after `up` (s)", round(time.monotonic() - back, 1))
 
     assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
     assert pid_alive(stack.pids(run)["worker"]), "the worker died instead of carrying on"
-    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
-    assert delivery.typed_out == len(run.events)
-    assert delivery.raw_doubled == 0, delivery
+    delivered_exactly_once(stack, run, figures)
 
 
 def test_a_spark_worker_sigkilled_with_its_executor(
@@ -279,12 +272,9 @@ def test_a_spark_worker_sigkilled_with_its_executor(
     assert rejoined, spark_cluster(stack)
     figures.detail("valid events before the kill", at_kill)
     figures.detail("executor on the new worker after `up` (s)", round(time.monotonic() - back, 1))
-    delivery = stack.delivery(run)
-    figures.update(delivery.figures)
 
     assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
-    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
-    assert delivery.typed_out == len(run.events)
+    delivered_exactly_once(stack, run, figures)
     assert status(run)[0] == 0, status(run)[1]
 
 
@@ -330,10 +320,114 @@ def test_the_leader_worker_sigkilled(cluster: Cluster, record: Callable[[str], F
     figures.detail(
         "both workers back, one leading, after `up` (s)", round(time.monotonic() - back, 1)
     )
-    delivery = stack.delivery(run)
-    figures.update(delivery.figures)
 
     assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
-    assert (delivery.lost, delivery.doubled, delivery.dead_lettered) == (0, 0, 0), delivery
-    assert delivery.typed_out == len(run.events)
-    assert delivery.raw_doubled == 0, delivery  # resumed after the newest durable event
+    delivered_exactly_once(stack, run, figures)
+
+
+def owned_partitions(run: Run, workers: int) -> list[list[int]]:
+    """The raw partitions each of the run's first ``workers`` workers normalizes."""
+    first = int(run.env["APP_WEB_PORT"])
+    reports = [
+        worker_health({**run.env, "APP_WEB_PORT": str(first + n)}) or {} for n in range(workers)
+    ]
+    return [list(report.get("raw_partitions") or []) for report in reports]
+
+
+def test_a_third_worker_joins_mid_stream(
+    cluster: Cluster, record: Callable[[str], Figures]
+) -> None:
+    """The raw partitions rebalance onto three workers while events flow; each partition's
+    transactional id fences its previous owner: nothing lost or doubled."""
+    figures = record("C4")
+    stack = cluster.stack
+    run = stack.start("worker-joins", stack.fresh_events(SAMPLE), speed=PACE)
+    figures["events_in"] = len(run.events)
+    at_join = stack.wait_valid(run, 60)
+    joined = time.monotonic()
+    output = stack.cli({**run.env, "APP_WORKERS": "3"}, "up")
+    assert re.search(r"^worker-3: started \(pid \d+\)", output, re.MULTILINE), output
+    assert re.search(r"^worker-2: running \(pid \d+\)", output, re.MULTILINE), output
+
+    figures["recovery_seconds"] = stack.wait_caught_up(run, joined)
+    one_each = wait_for(
+        lambda: sorted(map(len, owned_partitions(run, 3))) == [1, 1, 1], timeout=60, interval=1
+    )
+    assert one_each, owned_partitions(run, 3)
+    assert sorted(p for owned in owned_partitions(run, 3) for p in owned) == [0, 1, 2]
+    figures.detail("valid events before the join", at_join)
+
+    assert at_join < len(run.events), "the join came too late: no event flowed meanwhile"
+    delivered_exactly_once(stack, run, figures)
+
+
+def test_the_spark_master_sigkilled(cluster: Cluster, record: Callable[[str], Figures]) -> None:
+    """The master is not on the data path: the job goes on with its executors (or `up` restarts
+    it from its checkpoint); `up` restarts the master, which recovers its workers and the job
+    from its recovery directory."""
+    figures = record("C5")
+    stack = cluster.stack
+    pid = int((stack.home / "run" / "spark-master.pid").read_text())
+    job = int((stack.home / "run" / "spark.pid").read_text())
+    run = stack.start("master-kill", stack.fresh_events(SAMPLE), speed=PACE)
+    figures["events_in"] = len(run.events)
+    at_kill = stack.wait_valid(run, 60)
+    killed = time.monotonic()
+    kill_group(pid)
+
+    code, out = status(run)
+    assert code == 1 and "DOWN: spark-master" in component_line(out, "spark-cluster"), out
+    output = stack.up(run)
+    assert re.search(r"^spark-master: started \(pid \d+\)", output, re.MULTILINE), output
+    figures["recovery_seconds"] = stack.wait_caught_up(run, killed)
+    # The new master recovers the workers and the job (its recovery directory), so the job
+    # keeps its executors: it runs on both workers again.
+    recovered = wait_for(
+        lambda: (
+            [a["state"] for a in spark_cluster(stack)["activeapps"]] == ["RUNNING"]
+            and len(busy_workers(stack)) == 2
+        ),
+        timeout=120,
+        interval=1,
+    )
+    assert recovered, spark_cluster(stack)
+    survived = pid_alive(job)
+    figures.detail("valid events before the kill", at_kill)
+    figures.detail("the job survived (else `up` restarted it)", survived)
+
+    assert at_kill < len(run.events), "the kill came too late: no event flowed meanwhile"
+    delivered_exactly_once(stack, run, figures)
+
+
+def test_a_rolling_restart_of_the_three_brokers(
+    cluster: Cluster, record: Callable[[str], Figures]
+) -> None:
+    """Each broker stopped and started in turn, as an upgrade does, while events flow: the
+    others carry every partition meanwhile."""
+    figures = record("C6")
+    stack = cluster.stack
+    # A tenth of the pace: the stream (about two minutes) outlasts the three restarts.
+    run = stack.start("rolling-restart", stack.fresh_events(SAMPLE), speed=PACE / 10)
+    figures["events_in"] = len(run.events)
+    figures.detail("valid events before the first stop", stack.wait_valid(run, 10))
+    started = time.monotonic()
+    for node in range(1, BROKERS + 1):
+        pidfile = stack.home / "run" / ("kafka.pid" if node == 1 else f"kafka-{node}.pid")
+        pid = int(pidfile.read_text())
+        os.killpg(pid, signal.SIGTERM)  # a clean stop: leadership moves first
+        assert wait_for(lambda pid=pid: not pid_alive(pid), timeout=90), f"broker {node}"
+        output = stack.up(run)
+        assert re.search(rf"^kafka: started \(pid \d+\), broker {node} at ", output, re.M)
+        in_sync = wait_for(
+            lambda: "0 under-replicated and 0 offline" in kafka_line(status(run)[1]),
+            timeout=180,
+            interval=1,
+        )
+        assert in_sync, status(run)[1]
+    figures.detail("three brokers restarted in (s)", round(time.monotonic() - started, 1))
+    valid_during = stack.outcomes(run)["valid"]
+    figures["recovery_seconds"] = stack.wait_caught_up(run, time.monotonic())
+    figures.detail("valid events when the last broker was back", valid_during)
+
+    assert valid_during < len(run.events), "the stream ended before the restarts did"
+    delivered_exactly_once(stack, run, figures)

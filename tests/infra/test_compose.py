@@ -282,7 +282,8 @@ def test_the_file_interpolates_configuration_keys_only() -> None:
 def test_the_example_env_file_holds_keys_and_publish_variables() -> None:
     example = COMPOSE_DIR / ".env.example"
     assigned = dict(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=(.*)$", example.read_text(), re.M))
-    publish = set(re.findall(r"\$\{(PUBLISH_[A-Z_]+)", COMPOSE_FILE.read_text()))
+    files = COMPOSE_FILE.read_text() + (COMPOSE_DIR / "docker-compose.cluster.yml").read_text()
+    publish = set(re.findall(r"\$\{(PUBLISH_[A-Z_0-9]+)", files))
     assert {name for name in assigned if name.startswith("PUBLISH_")} == publish
     unknown = {name for name in assigned if name not in ENV_VARS and name not in publish}
     assert not unknown, f"not configuration keys: {unknown}"
@@ -650,3 +651,106 @@ def test_versions_cannot_drift() -> None:
     python = pyproject()["project"]["requires-python"].removeprefix(">=")
     bases = [a.split()[0] for i, a in instructions if i == "FROM"]
     assert bases[-1] == f"python:{python}-slim-bookworm"
+
+
+# ---- the cluster layout: docker-compose.cluster.yml over docker-compose.yml -------------------
+
+CLUSTER_FILE = COMPOSE_DIR / "docker-compose.cluster.yml"
+BROKERS = ("kafka", "kafka-2", "kafka-3")
+CLUSTER_OURS = (*OURS, "worker-2")
+
+
+def merged(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file for what this one uses: mappings merge key by key,
+    anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {key: merged(base.get(key), value) for key, value in override.items()} | {
+            key: value for key, value in base.items() if key not in override
+        }
+    return override
+
+
+def cluster_compose(variables: Mapping[str, str] = USER_VARIABLES) -> dict[str, Any]:
+    override = yaml.safe_load(CLUSTER_FILE.read_text())
+    return dict(merged(compose(variables), resolve(override, variables)))
+
+
+def cluster_settings(name: str) -> Settings:
+    env = environment(cluster_compose()["services"][name])
+    return load_settings(environ=env, env_file=ROOT / "no-such.env")
+
+
+def test_the_cluster_file_only_adds_to_the_services_it_shares() -> None:
+    """For a service of both files, it sets mappings only (the environment, depends_on), so
+    Compose's merge keeps everything else of docker-compose.yml."""
+    base = raw_compose()["services"]
+    override = yaml.safe_load(CLUSTER_FILE.read_text())["services"]
+    for name in set(base) & set(override):
+        assert all(isinstance(value, dict) for value in override[name].values()), name
+
+
+@pytest.mark.parametrize("name", CLUSTER_OURS)
+def test_the_cluster_services_load_the_cluster_layout_at_the_containers_addresses(
+    name: str,
+) -> None:
+    env = environment(cluster_compose()["services"][name])
+    assert not sorted(set(env) - set(ENV_VARS)), "every variable set is a configuration key"
+    settings = cluster_settings(name)
+    assert settings.wikipulse.layout == "cluster"
+    assert settings.kafka.servers == [(broker, 9092) for broker in BROKERS]
+    assert not settings.kafka.runs_locally  # the containers' brokers, not up's
+    assert (settings.kafka.replication_factor, settings.kafka.min_insync_replicas) == (3, 2)
+    assert settings.kafka.topics.raw.partitions == 3
+    assert settings.spark.standalone_master == ("spark-master", 7077)
+    assert not settings.spark.runs_local_cluster
+    assert settings.spark.local_ip == ""  # the driver binds the container's own address
+
+
+def test_the_cluster_runs_what_the_layout_asks_for() -> None:
+    services = cluster_compose()["services"]
+    settings = cluster_settings("spark")
+    # Kafka: one broker per bootstrap server, one quorum of them.
+    voters = ",".join(f"{n}@{broker}:9093" for n, broker in enumerate(BROKERS, start=1))
+    for node, broker in enumerate(BROKERS, start=1):
+        env = environment(services[broker])
+        assert env["KAFKA_NODE_ID"] == str(node)
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert f"PLAINTEXT://{broker}:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == str(settings.kafka.min_insync_replicas)
+        for topic in ("OFFSETS_TOPIC", "TRANSACTION_STATE_LOG"):
+            assert env[f"KAFKA_{topic}_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        volume = "kafka-data" if broker == "kafka" else f"{broker}-data"
+        assert mounts(services[broker]) == {env["KAFKA_LOG_DIRS"]: volume}
+    # Spark: the master at spark.master, as many workers as spark.local.workers.
+    master = services["spark-master"]["command"]
+    assert '"--port", "7077"' in python_code(master)
+    workers = [name for name in services if name.startswith("spark-worker-")]
+    assert len(workers) == settings.spark.local.workers
+    assert services["spark"]["depends_on"]["spark-master"] == {"condition": HEALTHY}
+    # wikipulse: as many workers as app.workers, one consumer group.
+    assert len([n for n in services if n in ("worker", "worker-2")]) == settings.app.workers
+    assert {cluster_settings(n).app.id for n in ("worker", "worker-2")} == {settings.app.id}
+    # The topics are created once every broker is up, with three replicas.
+    assert set(services["topics"]["depends_on"]) >= set(BROKERS)
+
+
+def test_the_cluster_file_is_acyclic_and_its_programs_import() -> None:
+    services = cluster_compose()["services"]
+    graph = {
+        name: set((service.get("depends_on") or {}).keys()) for name, service in services.items()
+    }
+    list(graphlib.TopologicalSorter(graph).static_order())  # CycleError if cyclic
+    for name, service in services.items():
+        for part in ("command", "healthcheck"):
+            node = service.get(part) or {}
+            command = node.get("test") if isinstance(node, dict) else node
+            if command and "python" in command and "-c" in command:
+                code = python_code(command)
+                compile(code, f"{name} {part}", "exec")
+                for module, attribute in imported_names(code):
+                    imported = importlib.import_module(module)
+                    assert attribute is None or hasattr(imported, attribute), (module, attribute)
+    declared = set(yaml.safe_load(CLUSTER_FILE.read_text())["volumes"])
+    used = {v for s in services.values() for v in mounts(s).values()}
+    assert declared <= used
