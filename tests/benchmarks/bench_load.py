@@ -107,8 +107,8 @@ LAGS = ("ingest", NORMALIZER, SPARK)
 #: The process trees whose CPU and memory are reported, in the order printed.
 PROCESSES = (
     ("replay", "the replay server"),
-    ("worker", "the worker"),
-    ("kafka", "the Kafka broker"),
+    ("worker", "the worker(s)"),
+    ("kafka", "the Kafka broker(s)"),
     ("spark_jvm", "the Spark driver JVM"),
     ("spark_python", "the Spark driver's Python"),
     ("spark_cluster", "the Spark master, workers, executors"),  # --cluster only
