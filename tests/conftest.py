@@ -33,10 +33,11 @@ TEST_PASSWORD = "test-password-Ω"
 #: is started once per run, and the groups' waits overlap. Tests that use none run wherever a
 #: worker is free.
 SERVICE_GROUPS = {
-    "stack_env": "session-stack",  # the session's Kafka and PostgreSQL, the tests' SparkSession
-    "fault_results": "faults",  # the fault suite's stacks and its one results file
-    # The cluster layout's stack (tests/faults/test_cluster.py), beside the single-node one.
+    # The cluster layout's stack (tests/faults/test_cluster.py), beside the single-node one; first:
+    # its fault tests use the fault suite's results too, and belong with their stack.
     "cluster": "cluster-stack",
+    "stack_env": "session-stack",  # the session's Kafka and PostgreSQL, the tests' SparkSession
+    "fault_results": "faults",  # the fault suite's single-node stack and its results file
     "secure_services": "secured-services",
     "replay_stack": "end-to-end",
 }
