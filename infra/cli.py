@@ -184,7 +184,7 @@ def ensure_browser() -> None:
 
 #: pytest-xdist's options for the suite: two workers, each group of tests that share a service on
 #: one of them (tests/conftest.py, SERVICE_GROUPS). The suite mostly waits for processes to start
-#: and for Spark's triggers, so the groups' waits overlap: 11 min instead of 17 here.
+#: and for Spark's triggers, so the groups' waits overlap (tests/README.md, Running it).
 PARALLEL = ("--numprocesses", "2", "--dist", "loadgroup")
 #: Two workers' stacks side by side peak at ~6.5 GB (measured here): below this much memory the
 #: suite runs in one process.
