@@ -87,7 +87,6 @@ class LocalSparkCluster(Component):
     cores and ``worker_memory`` each, on this machine."""
 
     name = "spark-cluster"
-    title = "the Spark standalone cluster"
     stop_timeout = 30.0
 
     @property

@@ -149,13 +149,6 @@ class LocalWorker(SpawnedComponent):
     def url(self) -> str:
         return self.first.url
 
-    @property
-    def source_file(self) -> Path:
-        return self.first.source_file
-
-    def source(self) -> dict[str, Any] | None:
-        return self.first.source()
-
     def pid(self) -> int | None:
         """The pid of the first of its processes that runs (of several, any one keeps the
         pipeline going); None when none does."""
