@@ -19,13 +19,12 @@ from infra.maven import fetch_jars, needs_maven, require_java
 from infra.processes import (
     InfraError,
     ensure_port_free,
-    pid_alive,
     port_open,
     read_pid,
     spawn,
     stop_recorded,
     tail,
-    wait_for,
+    wait_started,
 )
 from infra.topics import cluster_health, ensure_topics, topic_specs
 
@@ -302,7 +301,7 @@ class LocalKafka(SpawnedComponent):
             env = {**os.environ, "KAFKA_HEAP_OPTS": ""}
             heap = self.settings.kafka.local.heap
             spawned = {
-                node.name: spawn(
+                node: spawn(
                     self._java("kafka.Kafka", str(node.properties_file), heap=heap, node=node),
                     pidfile=node.pidfile,
                     logfile=node.output,
@@ -310,15 +309,10 @@ class LocalKafka(SpawnedComponent):
                 )
                 for node in stopped
             }
-
-            def exited() -> KafkaNode | None:
-                return next((n for n in stopped if not pid_alive(spawned[n.name])), None)
-
-            wait_for(
-                lambda: exited() is not None or all(n.accepts_clients() for n in nodes),
-                timeout=timeout,
+            dead = wait_started(
+                spawned, lambda: all(n.accepts_clients() for n in nodes), timeout=timeout
             )
-            if (dead := exited()) is not None:
+            if dead is not None:
                 raise InfraError(
                     f"the Kafka broker {dead.node_id} exited during start-up ({dead.output}):\n"
                     f"{tail(dead.output, 30)}\n(full log: {dead.server_log})"

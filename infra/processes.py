@@ -10,10 +10,14 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 
 class InfraError(Exception):
     """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+
+T = TypeVar("T")
 
 
 def pid_alive(pid: int) -> bool:
@@ -117,6 +121,19 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, interval: float =
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def wait_started(
+    spawned: Mapping[T, int], ready: Callable[[], bool], *, timeout: float, interval: float = 0.2
+) -> T | None:
+    """Wait until ``ready()`` or one of the ``spawned`` processes (key -> pid) exits; the key of
+    the first that exited, None when all run (ready, or out of time: the caller checks which)."""
+
+    def exited() -> T | None:
+        return next((key for key, pid in spawned.items() if not pid_alive(pid)), None)
+
+    wait_for(lambda: exited() is not None or ready(), timeout=timeout, interval=interval)
+    return exited()
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -26,12 +26,11 @@ from infra.maven import require_java
 from infra.processes import (
     InfraError,
     ensure_port_free,
-    pid_alive,
     read_pid,
     spawn,
     stop_recorded,
     tail,
-    wait_for,
+    wait_started,
 )
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -203,19 +202,16 @@ class LocalSparkCluster(Component):
             for daemon in stopped:
                 daemon.work_dir.mkdir(parents=True, exist_ok=True)
                 daemon.properties_file.write_text(_properties(daemon))
-                spawned[daemon.name] = spawn(
+                spawned[daemon] = spawn(
                     self._command(daemon), pidfile=daemon.pidfile, logfile=daemon.output, env=env
                 )
-
-            def exited() -> SparkDaemon | None:
-                return next((d for d in stopped if not pid_alive(spawned[d.name])), None)
-
-            wait_for(
-                lambda: exited() is not None or len(self.alive_workers()) >= len(self.workers),
+            dead = wait_started(
+                spawned,
+                lambda: len(self.alive_workers()) >= len(self.workers),
                 timeout=timeout,
                 interval=0.5,
             )
-            if (dead := exited()) is not None:
+            if dead is not None:
                 raise InfraError(
                     f"{dead.name} exited during start-up ({dead.output}):\n{tail(dead.output, 30)}"
                 )

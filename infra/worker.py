@@ -18,12 +18,12 @@ from infra.home import Home
 from infra.processes import (
     InfraError,
     ensure_port_free,
-    pid_alive,
     read_pid,
     spawn,
     tail,
     terminate,
     wait_for,
+    wait_started,
 )
 from infra.replay_server import load_mode
 
@@ -199,15 +199,12 @@ class LocalWorker(SpawnedComponent):
             spawned[worker.number] = spawn(
                 self.command(worker), pidfile=worker.pidfile, logfile=worker.output, env=worker_env
             )
-        dead = None
-
-        def settled() -> bool:
-            nonlocal dead
-            dead = next((w for w in stopped if not pid_alive(spawned[w.number])), None)
-            return dead is not None or all(w.health() is not None for w in stopped)
-
-        wait_for(settled, timeout=timeout)
-        if dead is not None:
+        # By number: a worker's settings make it unhashable.
+        number = wait_started(
+            spawned, lambda: all(w.health() is not None for w in stopped), timeout=timeout
+        )
+        if number is not None:
+            dead = WorkerProcess(self.settings, self.home, number)
             raise InfraError(
                 f"{dead.name} exited during start-up ({dead.output}):\n{tail(dead.output, 30)}"
             )
