@@ -29,6 +29,11 @@ class Home:
         return self.root / CONNECTOR_JARS_DIR
 
     @property
+    def s3a_jars(self) -> Path:
+        """hadoop-aws and the AWS SDK, for a checkpoint on ``s3a://`` (infra/spark/s3a/pom.xml)."""
+        return self.jars / "spark-s3a"
+
+    @property
     def spark_cluster(self) -> Path:
         """The local Spark standalone cluster's daemons: their settings and work directories."""
         return self.root / "spark-cluster"

@@ -20,18 +20,21 @@ import psycopg2
 from app.config import Settings
 from app.config.clients import libpq_params
 from infra.component import ComponentState, Progress, SpawnedComponent
-from infra.home import Home
+from infra.home import INFRA_DIR, Home
 from infra.kafka import SPARK_POM, fetch_spark_jars
-from infra.maven import needs_maven
+from infra.maven import fetch_jars, needs_maven
 from spark.status import RUNNING, read_status
+
+#: hadoop-aws and the AWS SDK: the s3a:// file system, for a checkpoint on S3.
+S3A_POM = INFRA_DIR / "spark" / "s3a" / "pom.xml"
 
 
 def submit_command(
     settings: Settings, *job_args: str, jars: Sequence[Path] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """``spark-submit`` for the Spark job (:mod:`spark.job`), and the environment variables it
-    needs on top of the caller's: what ``./infra/wikipulse up`` runs. ``jars``: the Kafka
-    connector jars for ``--jars`` (default: those ``up`` fetched into ``$WIKIPULSE_HOME``)."""
+    needs on top of the caller's: what ``./infra/wikipulse up`` runs. ``jars``: the jars for
+    ``--jars`` (default: those ``up`` fetched into ``$WIKIPULSE_HOME``, :func:`job_jars`)."""
     from spark.job import JOB_FILE  # imports pyspark
     from spark.session import driver_environment, session_conf
 
@@ -39,7 +42,7 @@ def submit_command(
     submit = python.parent / "spark-submit"
     executable = str(submit) if submit.exists() else shutil.which("spark-submit") or "spark-submit"
     if jars is None:
-        jars = connector_jars(Home(settings.home))
+        jars = job_jars(settings, Home(settings.home))
     conf = session_conf(settings)
     conf.pop("spark.jars", None)  # the jars are the caller's
     command = [
@@ -64,10 +67,26 @@ def submit_command(
     return command, env
 
 
-def connector_jars(home: Home) -> list[Path]:
-    """The Kafka connector jars ``up`` fetched into ``home``
-    (:func:`infra.kafka.fetch_spark_jars`)."""
-    return sorted(home.spark_jars.glob("*.jar"))
+def needs_s3a(settings: Settings) -> bool:
+    """Whether the job's checkpoint is on S3 (``s3a://``): Spark needs hadoop-aws for it."""
+    return settings.checkpoint_location.startswith("s3a://")
+
+
+def job_jars(settings: Settings, home: Home) -> list[Path]:
+    """The jars ``up`` fetched into ``home`` for the job: the Kafka connector's
+    (:func:`infra.kafka.fetch_spark_jars`), and hadoop-aws's for an ``s3a://`` checkpoint."""
+    jars = sorted(home.spark_jars.glob("*.jar"))
+    if needs_s3a(settings):
+        jars += sorted(home.s3a_jars.glob("*.jar"))
+    return jars
+
+
+def fetch_job_jars(settings: Settings, home: Home) -> list[Path]:
+    """Fetch (the first time, with Maven; then from the jar cache) and return the job's jars."""
+    jars = fetch_spark_jars(home)
+    if needs_s3a(settings):
+        jars += fetch_jars(S3A_POM, home.s3a_jars, log_file=home.logfile("maven"))
+    return jars
 
 
 @dataclass(frozen=True)
@@ -105,7 +124,12 @@ class LocalSparkJob(SpawnedComponent):
         """The connector jars: the Spark tests use them without the job."""
         if needs_maven(SPARK_POM):
             progress("spark: fetching the Kafka connector jars with Maven (first time only)")
-        fetch_spark_jars(self.home)
+        if needs_s3a(self.settings) and needs_maven(S3A_POM):
+            progress(
+                "spark: fetching hadoop-aws and the AWS SDK for the s3a:// checkpoint with Maven "
+                "(about 700 MB, first time only)"
+            )
+        fetch_job_jars(self.settings, self.home)
 
     def announce(self, progress: Progress) -> None:
         progress("spark: starting the job with spark-submit (about 20 s)")
@@ -115,7 +139,7 @@ class LocalSparkJob(SpawnedComponent):
         pid = self.pid()
         if pid is not None:
             return pid
-        jars = fetch_spark_jars(self.home)
+        jars = fetch_job_jars(self.settings, self.home)
         # A killed job's last word is not the new one's.
         self.status_file.unlink(missing_ok=True)
         status_args = ("--status-file", str(self.status_file))

@@ -41,7 +41,7 @@ from infra.lag import consumer_lag, status_lines
 from infra.processes import pid_alive, wait_for
 from infra.replay.synthetic import StreamOptions, SyntheticStream
 from tests.conftest import make_home
-from tests.dashboards.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.dashboards.browser import RENDERED, chromium_page
 from tests.events import synthetic
 from tests.harness import (
     ReplayStack,
@@ -65,11 +65,6 @@ DROP_EVERY = 25
 EVENT_IDS = Counter(json.loads(line)["meta"]["id"] for line in RAW_LINES)
 #: The worker's pid file is named by its app id (the default one here).
 WORKER = "worker-wikipulse-worker"
-#: The page has run: the top contributor is drawn, nothing is loading.
-RENDERED = """() =>
-    document.querySelector('.st-key-top_contributor') !== null
-    && !document.querySelector('[data-testid=stSkeleton]')
-    && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"""
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +191,6 @@ def test_the_tables_equal_values_computed_from_the_file(replay_stack: ReplayStac
 
 
 def test_the_dashboard_shows_the_top_contributor(replay_stack: ReplayStack) -> None:
-    from playwright import sync_api  # a dev dependency
 
     wait_for_all_events(replay_stack)
     totals: Counter[str] = Counter()
@@ -205,19 +199,13 @@ def test_the_dashboard_shows_the_top_contributor(replay_stack: ReplayStack) -> N
     (leader, most), (_, runner_up) = totals.most_common(2)
     assert most > runner_up, "the recording has one clear top contributor"
 
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
     dashboard = f"http://127.0.0.1:{replay_stack.env['DASHBOARD_PORT']}"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            page.goto(f"{dashboard}/?range=all")  # everything retained: June 2026 included
-            page.wait_for_function(RENDERED, timeout=60_000)
-            assert page.locator("[data-testid=stException]").count() == 0
-            top = page.locator(".st-key-top_contributor").inner_text()
-            assert f"Most edits: {leader} ({most})" in top, top
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.goto(f"{dashboard}/?range=all")  # everything retained: June 2026 included
+        page.wait_for_function(RENDERED, timeout=60_000)
+        assert page.locator("[data-testid=stException]").count() == 0
+        top = page.locator(".st-key-top_contributor").inner_text()
+        assert f"Most edits: {leader} ({most})" in top, top
 
 
 def test_a_killed_worker_comes_back_alone_in_replay_mode(replay_stack: ReplayStack) -> None:

@@ -2,8 +2,9 @@
 
 It follows the SSE stream (:class:`app.ingest.sse.SseSource`) and appends each event's bytes, as
 received, to the raw topic, keyed by its ``meta.id`` (:func:`raw_key`), with its SSE id and
-receive time in headers. It resumes after the last event durably in the raw topic. When the
-leader leaves, the worker elected next takes the stream over. The worker (:mod:`app.worker`)
+receive time in headers. It resumes after the last event durably in the raw topic with every
+event before it (:mod:`app.ingest.resume`). When the leader leaves, the worker elected next
+takes the stream over from there. The worker (:mod:`app.worker`)
 runs it as a Faust task and serves its :class:`HealthState` at ``/health``.
 """
 
@@ -24,9 +25,15 @@ from aiokafka.errors import KafkaError
 from app.config.clients import aiokafka_options, producer_options
 from app.config.names import client_id
 from app.config.settings import Settings
-from app.contract import HEADER_RECEIVED_AT, HEADER_SSE_ID, HEADER_TRUNCATED_FROM
+from app.contract import (
+    HEADER_RECEIVED_AT,
+    HEADER_RESUME_ID,
+    HEADER_RESUME_TIME,
+    HEADER_SSE_ID,
+    HEADER_TRUNCATED_FROM,
+)
 from app.ingest.reconnect import RECONNECT_REASONS, StreamFailure
-from app.ingest.resume import ResumePoint
+from app.ingest.resume import Durable, ResumePoint, Takeover
 from app.ingest.sse import SseEvent, SseSource, user_agent
 from app.metrics import WorkerMetrics
 from app.normalize.batch import headers_dict
@@ -110,17 +117,16 @@ class IngestTask:
             if ingesting is not None:
                 await _cancel(ingesting)
 
-    async def last_raw_sse_id(self) -> str | None:
-        """The SSE id of the newest record in the raw topic (what Last-Event-ID resumes from)."""
-        return await read_last_sse_id(self.settings)
-
     async def ingest(self) -> None:
         settings = self.settings
         ingestion = settings.ingestion
         producer = ingest_producer(settings)
         await producer.start()
-        durable = ResumePoint(await self.last_raw_sse_id())
-        log.info("ingest: resuming after SSE id %s", durable.id)
+        takeover = await read_takeover(settings)
+        durable = ResumePoint(takeover.point)
+        written = set(takeover.written)
+        log.info("ingest: resuming after SSE id %s (%d events after it already in the raw log)",
+                 durable.id, len(written))  # fmt: skip
 
         async def resume_id() -> str | None:
             # Everything sent is durable (or failed) before we reconnect.
@@ -150,6 +156,10 @@ class IngestTask:
             while True:
                 try:
                     async for event in source.events():
+                        if event.id is not None and event.id in written:
+                            written.discard(event.id)  # written by the worker before us
+                            durable.delivered(durable.sent(), event.id, takeover.point.time_ms)
+                            continue
                         await self._append_raw(producer, event, durable)
                         if durable.failure is not None:
                             raise durable.failure  # reconnect, resuming before it
@@ -182,7 +192,12 @@ class IngestTask:
         self, producer: AIOKafkaProducer, event: SseEvent, durable: ResumePoint
     ) -> None:
         received_ms = int(event.received_at.timestamp() * 1000)
-        headers = [(HEADER_RECEIVED_AT, str(received_ms).encode())]
+        point = durable.point
+        headers = [
+            (HEADER_RECEIVED_AT, str(received_ms).encode()),
+            (HEADER_RESUME_ID, (point.id or "").encode()),
+            (HEADER_RESUME_TIME, str(point.time_ms).encode()),
+        ]
         if event.id is not None:
             headers.append((HEADER_SSE_ID, event.id.encode()))
         data = event.data
@@ -197,8 +212,13 @@ class IngestTask:
             headers.append((HEADER_TRUNCATED_FROM, str(len(data)).encode()))
             data = data[:limit]
         sequence = durable.sent()
+        sent_ms = int(time.time() * 1000)  # the record's timestamp (what a takeover seeks by)
         delivery = await producer.send(
-            self.settings.kafka.topics.raw.name, data, key=key, headers=headers
+            self.settings.kafka.topics.raw.name,
+            data,
+            key=key,
+            headers=headers,
+            timestamp_ms=sent_ms,
         )
 
         def delivered(future: asyncio.Future[Any]) -> None:
@@ -207,7 +227,7 @@ class IngestTask:
             elif (error := future.exception()) is not None:
                 durable.failed(error)
             else:
-                durable.delivered(sequence, event.id)
+                durable.delivered(sequence, event.id, sent_ms)
 
         delivery.add_done_callback(delivered)
         self.metrics.received.inc()
@@ -263,8 +283,10 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def read_last_sse_id(settings: Settings) -> str | None:
-    """The ``sse-id`` header of the newest record across the raw topic's partitions."""
+async def read_takeover(settings: Settings) -> Takeover:
+    """Where the stream resumes when this worker takes it over: the resume point the newest raw
+    record carries, and the SSE ids already written after it (read from each partition from that
+    point's time on, less a second for clocks)."""
     topic = settings.kafka.topics.raw.name
     consumer = resume_consumer(settings)
     await consumer.start()
@@ -272,17 +294,47 @@ async def read_last_sse_id(settings: Settings) -> str | None:
         partitions = [TopicPartition(topic, p) for p in range(settings.kafka.topics.raw.partitions)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        newest: tuple[int, str] | None = None
+        newest = None
         for tp in partitions:
             if ends[tp] == 0:
                 continue
             consumer.seek(tp, ends[tp] - 1)
-            batch = await consumer.getmany(tp, timeout_ms=10000, max_records=1)
-            for record in batch.get(tp, []):
-                headers = headers_dict(record.headers)
-                sse_id = headers.get(HEADER_SSE_ID)
-                if sse_id is not None and (newest is None or record.timestamp >= newest[0]):
-                    newest = (record.timestamp, sse_id.decode())
-        return None if newest is None else newest[1]
+            for record in await _read(consumer, tp, ends[tp]):
+                if newest is None or record.timestamp >= newest.timestamp:
+                    newest = record
+        if newest is None:
+            return Takeover()
+        headers = headers_dict(newest.headers)
+        if HEADER_RESUME_ID not in headers:  # written before resume points were: its own id
+            sse_id = headers.get(HEADER_SSE_ID)
+            return Takeover(Durable(None if sse_id is None else sse_id.decode(), newest.timestamp))
+        point = Durable(
+            headers[HEADER_RESUME_ID].decode() or None, int(headers[HEADER_RESUME_TIME])
+        )
+        since = await consumer.offsets_for_times(
+            {tp: max(0, point.time_ms - 1000) for tp in partitions}
+        )
+        written: set[str] = set()
+        for tp, found in since.items():
+            if found is None:
+                continue
+            consumer.seek(tp, found.offset)
+            for record in await _read(consumer, tp, ends[tp]):
+                sse_id = headers_dict(record.headers).get(HEADER_SSE_ID)
+                if sse_id is not None:
+                    written.add(sse_id.decode())
+        written.discard(point.id or "")
+        return Takeover(point, frozenset(written))
     finally:
         await consumer.stop()
+
+
+async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> list[Any]:
+    """The records of ``tp`` from the consumer's position to ``end`` (committed ones only)."""
+    records: list[Any] = []
+    while await consumer.position(tp) < end:
+        batch = await consumer.getmany(tp, timeout_ms=10000)
+        if not batch.get(tp):
+            break  # only transaction markers, or aborted records, are left
+        records.extend(batch[tp])
+    return records

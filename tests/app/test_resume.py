@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from app.ingest.resume import ResumePoint
+from app.ingest.resume import Durable, ResumePoint
 
 
 def test_deliveries_completing_out_of_order_move_it_over_the_gap_free_prefix() -> None:
-    point = ResumePoint("s0")
+    point = ResumePoint(Durable("s0", 1))
     first, second, third = point.sent(), point.sent(), point.sent()
     point.delivered(second, "s2")  # another partition's delivery completes first
     assert point.id == "s0"
@@ -20,7 +20,7 @@ def test_deliveries_completing_out_of_order_move_it_over_the_gap_free_prefix() -
 
 
 def test_a_failed_delivery_holds_it_before_the_event_until_the_next_connection() -> None:
-    point = ResumePoint(None)
+    point = ResumePoint(Durable())
     first, _second, third = point.sent(), point.sent(), point.sent()
     point.delivered(first, "s1")
     error = TimeoutError("no leader")
@@ -33,3 +33,13 @@ def test_a_failed_delivery_holds_it_before_the_event_until_the_next_connection()
     again = point.sent()
     point.delivered(again, "s2")
     assert point.id == "s2"
+
+
+def test_the_point_carries_the_send_time_of_its_record() -> None:
+    # What a worker taking over reads the raw log back from (app.ingest.task.read_takeover).
+    point = ResumePoint(Durable("s0", 1_000))
+    first, second = point.sent(), point.sent()
+    point.delivered(second, "s2", 1_200)
+    assert point.point == Durable("s0", 1_000)
+    point.delivered(first, "s1", 1_100)
+    assert point.point == Durable("s2", 1_200)

@@ -24,28 +24,12 @@ from infra.dashboard import APP_FILE
 from infra.processes import free_port, wait_for
 from infra.stack import Stack
 from tests.dashboards import seed
+from tests.dashboards.browser import FINISHED, chromium_page
 from tests.dashboards.conftest import OURS, scratch_database
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-#: The page has finished its run: both charts drawn, no placeholder, no "running" icon.
-FINISHED = """() =>
-    document.querySelectorAll('[data-testid=stVegaLiteChart] svg .mark-area, '
-                              + '[data-testid=stVegaLiteChart] svg .mark-rect').length >= 2
-    && document.querySelector('.st-key-top_contributor') !== null
-    && !document.querySelector('[data-testid=stSkeleton]')
-    && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"""
 
 
 def seed_around(now: datetime) -> tuple[list, list]:
@@ -117,34 +101,25 @@ def save_artifact(source: Path) -> None:
 
 
 def test_the_dashboard_renders_in_chromium(served: str, tmp_path: Path) -> None:
-    from playwright import sync_api  # a dev dependency
+    with chromium_page() as page:
+        page.goto(f"{served}/?range=1h")
+        page.wait_for_function(FINISHED, timeout=60_000)
 
-    # ./infra/wikipulse test installs Debian's chromium when it is missing.
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            page.goto(f"{served}/?range=1h")
-            page.wait_for_function(FINISHED, timeout=60_000)
+        assert page.locator("[data-testid=stException]").count() == 0
+        assert "Most edits: BobBot (12)" in page.locator(".st-key-top_contributor").inner_text()
+        first = page.locator("[data-testid=glide-cell-0-0]").first.inner_text()
+        assert first.endswith("/Special:CentralAuth/BobBot#BobBot")
+        assert page.locator("[data-testid=stVegaLiteChart]").count() == 2
+        labels = page.locator("[data-testid=stMetricLabel]").all_inner_texts()
+        assert "Edits in the last complete minute" in labels
+        screenshot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        save_artifact(screenshot)
+        print(f"screenshot: {screenshot}")
 
-            assert page.locator("[data-testid=stException]").count() == 0
-            assert "Most edits: BobBot (12)" in page.locator(".st-key-top_contributor").inner_text()
-            first = page.locator("[data-testid=glide-cell-0-0]").first.inner_text()
-            assert first.endswith("/Special:CentralAuth/BobBot#BobBot")
-            assert page.locator("[data-testid=stVegaLiteChart]").count() == 2
-            labels = page.locator("[data-testid=stMetricLabel]").all_inner_texts()
-            assert "Edits in the last complete minute" in labels
-            screenshot = tmp_path / "dashboard.png"
-            page.screenshot(path=str(screenshot), full_page=True)
-            save_artifact(screenshot)
-            print(f"screenshot: {screenshot}")
-
-            # the query string selects the view: without bots, Alice leads
-            page.goto(f"{served}/?range=24h&bots=false&user=Alice")
-            page.wait_for_function(FINISHED, timeout=60_000)
-            assert page.locator("[data-testid=stException]").count() == 0
-            assert "Most edits: Alice (10)" in page.locator(".st-key-top_contributor").inner_text()
-            assert page.get_by_text("Edits in the range").count() == 1
-        finally:
-            browser.close()
+        # the query string selects the view: without bots, Alice leads
+        page.goto(f"{served}/?range=24h&bots=false&user=Alice")
+        page.wait_for_function(FINISHED, timeout=60_000)
+        assert page.locator("[data-testid=stException]").count() == 0
+        assert "Most edits: Alice (10)" in page.locator(".st-key-top_contributor").inner_text()
+        assert page.get_by_text("Edits in the range").count() == 1

@@ -304,10 +304,13 @@ class FaultStack:
             raw_doubled=sum(n - 1 for n in sse_ids.values() if n > 1),
         )
 
-    def last_raw_sse_id(self, run: Run) -> str | None:
+    def raw_resume_point(self, run: Run) -> str | None:
+        """The resume point the run's newest raw record carries (its sender's, when it sent it):
+        where a worker taking the stream over resumes (app/ingest/resume.py)."""
         raw = self.raw(run)
-        value = header(raw[-1], "sse-id") if raw else None
-        return None if value is None else value.decode()
+        newest = max(raw, key=lambda record: record.timestamp) if raw else None
+        value = header(newest, "resume-id") if newest is not None else None
+        return value.decode() or None if value is not None else None
 
     def aggregates(self, run: Run) -> tuple[dict[Any, Any], dict[Any, Any]]:
         """The run's rows of user_edit_counts and wiki_activity (its minutes only)."""

@@ -32,6 +32,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from infra.processes import pid_alive, wait_for
 from tests.conftest import make_home
+from tests.dashboards.browser import RENDERED, chromium_page
 from tests.faults.pipeline import PACE, SAMPLE, FaultStack, Run, kill_group
 from tests.faults.results import Figures
 from tests.harness import cli_environment, cluster_environment, run_cli, worker_health
@@ -198,6 +199,28 @@ def test_two_workers_share_the_raw_partitions_one_holding_the_stream(cluster: Cl
     owned = [int(p) for match in lines.values() if match for p in match[2].split(", ")]
     assert sorted(owned) == [0, 1, 2], out  # each raw partition normalized by one of them
     assert all(match and match[2] for match in lines.values()), "a worker owns no partition"
+
+
+def test_the_dashboard_fills_from_the_cluster(cluster: Cluster) -> None:
+    """The served dashboard, in Chromium, shows the warm-up's aggregates (the only run so far):
+    its sums equal the golden values."""
+    run = cluster.warm_up
+    _, wikis = run.expected()  # (window end, edits, new pages, bot, anonymous, bytes added, …)
+    new_pages = sum(row[2] for row in wikis.values())
+    bytes_added = sum(row[5] for row in wikis.values())
+    dashboard = f"http://127.0.0.1:{run.env['DASHBOARD_PORT']}"
+    with chromium_page() as page:
+        page.goto(f"{dashboard}/?range=all")
+        page.wait_for_function(RENDERED, timeout=60_000)
+        shown = {
+            label: page.locator("[data-testid=stMetric]", has_text=label)
+            .locator("[data-testid=stMetricValue]")
+            .inner_text()
+            for label in ("New pages", "Bytes added")
+        }
+        crashed = page.locator("[data-testid=stException]").count()
+    assert crashed == 0
+    assert shown == {"New pages": f"{new_pages:,}", "Bytes added": f"{bytes_added:,}"}, shown
 
 
 def test_the_broker_leading_most_typed_partitions_sigkilled(

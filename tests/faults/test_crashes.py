@@ -10,15 +10,13 @@ from __future__ import annotations
 import random
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from infra.processes import pid_alive
 from infra.replay.server import ReplayOptions
-from tests.dashboards.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.dashboards.browser import RENDERED, chromium_page
 from tests.faults.pipeline import (
     PACE,
     SAMPLE,
@@ -42,11 +40,6 @@ SPARK_KILL_SEED = 20261128
 SPARK_KILL_DELAY = (0.5, 6.0)
 #: What the dashboard says while PostgreSQL is away (dashboards/wikipulse_dashboard.py).
 OUTAGE = "The database is not available"
-#: The dashboard's whole page has run: the top contributor drawn, nothing loading.
-RENDERED = """() =>
-    document.querySelector('.st-key-top_contributor') !== null
-    && !document.querySelector('[data-testid=stSkeleton]')
-    && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')"""
 
 
 def test_worker_sigkilled_mid_stream_resumes_from_the_raw_log(
@@ -62,7 +55,7 @@ def test_worker_sigkilled_mid_stream_resumes_from_the_raw_log(
         kill_group(before["worker"])
         killed_at = time.monotonic()
         requests_before = len(replay.server.requests)
-        durable = faults.last_raw_sse_id(run)  # what the successor must resume after
+        durable = faults.raw_resume_point(run)  # what the successor must resume after
         assert at_kill < len(events), "the kill came too late to be mid-stream"
 
         output = faults.up(run)
@@ -77,7 +70,7 @@ def test_worker_sigkilled_mid_stream_resumes_from_the_raw_log(
     figures.update(delivery.figures)
     figures.detail("valid events before the kill", at_kill)
     figures.detail("`up` after the kill took (s)", round(fault_end - killed_at, 1))
-    figures.detail("Last-Event-ID of the first reconnect = the raw log's last SSE id",
+    figures.detail("Last-Event-ID of the first reconnect = the raw log's resume point",
                    bool(resumed) and resumed[0][0] == durable)  # fmt: skip
     figures.detail("worker RSS after (MiB)", rss_mb([after["worker"]]))
 
@@ -241,18 +234,3 @@ class Heal:
             return
         self.count += 1
         self.faults.up(self.run)
-
-
-@contextmanager
-def chromium_page() -> Iterator[Any]:
-    """A page of headless Chromium (Debian's, driven by Playwright, as in
-    tests/dashboards/test_browser.py)."""
-    from playwright import sync_api  # a dev dependency
-
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 1700})
-        finally:
-            browser.close()

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from app.config.clients import libpq_params
 from app.config.settings import Settings
-from app.ingest.task import ingest_producer, read_last_sse_id
+from app.ingest.resume import Takeover
+from app.ingest.task import ingest_producer, read_takeover
 from dashboards.queries import make_engine
 from infra.lag import consumer_lag
 from infra.migrations import migrate, schema_revision
@@ -104,18 +105,24 @@ def listener_settings(services: SecureServices, listener: str, **overrides: str)
     )
 
 
-async def append_and_read_back(settings: Settings, sse_id: str) -> str | None:
-    """The worker's ingest producer appends a raw record; its resume reader reads the SSE id
-    back (app.ingest.task.read_last_sse_id)."""
+async def append_and_read_back(settings: Settings, sse_id: str) -> Takeover:
+    """The worker's ingest producer appends two raw records, the second sent when the first was
+    durable; its resume reader reads them back (app.ingest.task.read_takeover)."""
     producer = ingest_producer(settings)
     await producer.start()
+    raw = settings.kafka.topics.raw.name
     try:
+        first = await producer.send_and_wait(
+            raw, b"{}", headers=[("sse-id", sse_id.encode()), ("resume-id", b""),
+                                 ("resume-time", b"0")]
+        )  # fmt: skip
         await producer.send_and_wait(
-            settings.kafka.topics.raw.name, b"{}", headers=[("sse-id", sse_id.encode())]
-        )
+            raw, b"{}", headers=[("sse-id", b"next"), ("resume-id", sse_id.encode()),
+                                 ("resume-time", str(first.timestamp).encode())]
+        )  # fmt: skip
     finally:
         await producer.stop()
-    return await read_last_sse_id(settings)
+    return await read_takeover(settings)
 
 
 @pytest.mark.parametrize("listener", ["SASL_PLAINTEXT", "SASL_SSL", "SSL"])
@@ -128,7 +135,8 @@ def test_kafka_clients_produce_and_consume(
     assert settings.kafka.topics.raw.name in list_topics(settings)
     sse_id = f'[{{"topic":"{listener}","partition":0,"offset":7}}]'
     with caplog.at_level(logging.DEBUG):
-        assert asyncio.run(append_and_read_back(settings, sse_id)) == sse_id
+        takeover = asyncio.run(append_and_read_back(settings, sse_id))
+    assert (takeover.point.id, takeover.written) == (sse_id, {"next"})
     # aiokafka logs each request at DEBUG; the SASL PLAIN one (the password) is redacted.
     assert KAFKA_PASSWORD not in caplog.text
     if listener.startswith("SASL_"):
