@@ -8,7 +8,12 @@ imports nothing heavy at import time: :mod:`spark.schema`, :mod:`spark.transform
 from pathlib import Path
 
 from app.config.names import QUERY_NAME
-from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from app.contract import (
+    TABLE_PAGE_ACTIVITY,
+    TABLE_PIPELINE_BATCHES,
+    TABLE_USER_EDIT_COUNTS,
+    TABLE_WIKI_ACTIVITY,
+)
 
 #: Where the job finds its Kafka connector jars, under ``$WIKIPULSE_HOME`` (``./infra/wikipulse
 #: up`` fetches them there: ``infra.home.Home.spark_jars``).
@@ -23,6 +28,7 @@ __all__ = [
     "CONNECTOR_JARS_DIR",
     "QUERY_NAME",
     "SCHEMA_CHECK",
+    "TABLE_PAGE_ACTIVITY",
     "TABLE_PIPELINE_BATCHES",
     "TABLE_USER_EDIT_COUNTS",
     "TABLE_WIKI_ACTIVITY",

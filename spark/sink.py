@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from app.config.settings import PostgresSettings
 from app.contract import WIKI_ACTIVITY_COUNTERS
 from spark import (
     SCHEMA_CHECK,
+    TABLE_PAGE_ACTIVITY,
     TABLE_PIPELINE_BATCHES,
     TABLE_USER_EDIT_COUNTS,
     TABLE_WIKI_ACTIVITY,
@@ -54,6 +55,11 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0)
 
 UserRow = tuple[datetime, datetime, str, int]
 WikiRow = tuple[datetime, datetime, str, int, int, int, int, int, int, int]
+#: window_start, window_end, wiki, namespace, title, server_name, edits, editors, bot_edits,
+#: anonymous_edits, bytes_added, bytes_removed, new_page, editor_names, bot_names
+PageRow = tuple[
+    datetime, datetime, str, int, str, str, int, int, int, int, int, int, bool, list[str], list[str]
+]
 
 UPSERT_USER_EDIT_COUNTS = f"""
     INSERT INTO {TABLE_USER_EDIT_COUNTS} AS t (window_start, window_end, user_name, edit_count)
@@ -75,14 +81,40 @@ UPSERT_WIKI_ACTIVITY = f"""
         IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _WIKI_VALUES)})
 """
 
+_PAGE_KEY = ("window_start", "wiki", "namespace", "title")
+_PAGE_VALUES = (
+    "window_end",
+    "server_name",
+    "edits",
+    "editors",
+    "bot_edits",
+    "anonymous_edits",
+    "bytes_added",
+    "bytes_removed",
+    "new_page",
+    "editor_names",
+    "bot_names",
+)
+UPSERT_PAGE_ACTIVITY = f"""
+    INSERT INTO {TABLE_PAGE_ACTIVITY} AS t ({", ".join(_PAGE_KEY[:2])}, window_end,
+        {", ".join(_PAGE_KEY[2:])}, {", ".join(_PAGE_VALUES[1:])})
+    VALUES %s
+    ON CONFLICT ({", ".join(_PAGE_KEY)}) DO UPDATE
+    SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _PAGE_VALUES)}, updated_at = now()
+    WHERE ({", ".join(f"t.{c}" for c in _PAGE_VALUES)})
+        IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _PAGE_VALUES)})
+"""
+
 UPSERT_BATCH = f"""
     INSERT INTO {TABLE_PIPELINE_BATCHES}
-        (query_name, batch_id, committed_at, user_edit_counts_rows, wiki_activity_rows)
-    VALUES (%s, %s, now(), %s, %s)
+        (query_name, batch_id, committed_at, user_edit_counts_rows, wiki_activity_rows,
+         page_activity_rows)
+    VALUES (%s, %s, now(), %s, %s, %s)
     ON CONFLICT (query_name, batch_id) DO UPDATE
     SET committed_at = EXCLUDED.committed_at,
         user_edit_counts_rows = EXCLUDED.user_edit_counts_rows,
         wiki_activity_rows = EXCLUDED.wiki_activity_rows,
+        page_activity_rows = EXCLUDED.page_activity_rows,
         -- a batch run again gets the progress of its new run
         started_at = NULL, duration_ms = NULL, input_rows = NULL,
         rows_dropped_by_watermark = NULL, max_event_time = NULL, watermark = NULL,
@@ -97,7 +129,7 @@ RECORD_PROGRESS = f"""
         max_event_time = %(max_event_time)s, watermark = %(watermark)s
     WHERE query_name = %(query_name)s AND batch_id = %(batch_id)s
       AND started_at IS NULL
-    RETURNING user_edit_counts_rows, wiki_activity_rows
+    RETURNING user_edit_counts_rows, wiki_activity_rows, page_activity_rows
 """
 
 
@@ -114,26 +146,35 @@ class BatchRows:
 
     user_edit_counts: list[UserRow]
     wiki_activity: list[WikiRow]
+    page_activity: list[PageRow] = field(default_factory=list)
 
     @classmethod
     def split(cls, rows: Iterable[Sequence[Any]]) -> BatchRows:
         """From :func:`spark.transforms.sink_rows` rows: ``(aggregate, window_start_us,
         window_end_us, key, edits, new_pages, bot_edits, anonymous_edits, bytes_added,
-        bytes_removed, events)``."""
+        bytes_removed, events, namespace, title, server_name, editor_names, bot_names)``."""
         users: list[UserRow] = []
         wikis: list[WikiRow] = []
-        for aggregate, start_us, end_us, key, edits, *rest in rows:
+        pages: list[PageRow] = []
+        for row in rows:
+            (aggregate, start_us, end_us, key, edits, new_pages, bots, anonymous, added, removed,
+             events, namespace, title, server_name, editor_names, bot_names) = row  # fmt: skip
             start, end = from_epoch_micros(start_us), from_epoch_micros(end_us)
             if aggregate == TABLE_USER_EDIT_COUNTS:
                 users.append((start, end, key, edits))
             elif aggregate == TABLE_WIKI_ACTIVITY:
-                new_pages, bots, anonymous, added, removed, events = rest
                 wikis.append(
                     (start, end, key, edits, new_pages, bots, anonymous, added, removed, events)
                 )
+            elif aggregate == TABLE_PAGE_ACTIVITY:
+                pages.append(
+                    (start, end, key, namespace, title, server_name, edits, len(editor_names),
+                     bots, anonymous, added, removed, new_pages > 0, list(editor_names),
+                     list(bot_names))
+                )  # fmt: skip
             else:
                 raise ValueError(f"unknown aggregate {aggregate!r}")
-        return cls(users, wikis)
+        return cls(users, wikis, pages)
 
 
 def _observed(report: Mapping[str, Any], metric: str, column: str) -> int | None:
@@ -271,10 +312,15 @@ class PostgresSink:
                 execute_values(
                     cursor, UPSERT_WIKI_ACTIVITY, rows.wiki_activity, page_size=PAGE_SIZE
                 )
+            if rows.page_activity:
+                execute_values(
+                    cursor, UPSERT_PAGE_ACTIVITY, rows.page_activity, page_size=PAGE_SIZE
+                )
             cursor.execute(
                 UPSERT_BATCH,
-                (self.query_name, batch_id, len(rows.user_edit_counts), len(rows.wiki_activity)),
-            )
+                (self.query_name, batch_id, len(rows.user_edit_counts), len(rows.wiki_activity),
+                 len(rows.page_activity)),
+            )  # fmt: skip
 
         self._transaction(work)
 
@@ -286,7 +332,7 @@ class PostgresSink:
         may both report a batch; the first one wins).
         """
 
-        def work(cursor: psycopg2.extensions.cursor) -> tuple[int, int] | None:
+        def work(cursor: psycopg2.extensions.cursor) -> tuple[int, int, int] | None:
             cursor.execute(
                 RECORD_PROGRESS,
                 {
@@ -307,12 +353,14 @@ class PostgresSink:
         if written is None:
             return False
         log.info(
-            "Batch %d: wrote %d rows to %s, %d to %s (late rows dropped: %d)",
+            "Batch %d: wrote %d rows to %s, %d to %s, %d to %s (late rows dropped: %d)",
             progress.batch_id,
             written[0],
             TABLE_USER_EDIT_COUNTS,
             written[1],
             TABLE_WIKI_ACTIVITY,
+            written[2],
+            TABLE_PAGE_ACTIVITY,
             progress.rows_dropped_by_watermark or 0,
         )
         if progress.unknown_schema_rows:

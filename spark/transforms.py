@@ -15,14 +15,20 @@ What is counted (the definitions the golden tests check):
   ``bytes_added`` / ``bytes_removed`` (over edits only: the sum of the positive
   ``length_delta`` values, and of the magnitudes of the negative ones; other types carry no
   length), ``events`` (every event, all types);
+- ``page_activity``, per page (wiki, namespace, title) per window, over its edits only: the
+  counters of ``wiki_activity`` but ``new_pages`` (``new_page``: the window holds the page's
+  creation) and ``events``, with ``editor_names`` (the distinct user names of its edits, sorted;
+  a suppressed name is nobody's), ``bot_names`` (those with the bot flag) and ``editors`` (their
+  number); ``server_name`` (its wiki's host, for a link to the page);
 - an event belongs to the window ``[start, start + duration)`` that holds its ``event_time``;
   windows are aligned to the epoch (UTC).
 
-Both aggregates come out of **one** streaming aggregation (Spark allows only one in update
+All three aggregates come out of **one** streaming aggregation (Spark allows only one in update
 mode): :func:`aggregate` turns each event into one input row per aggregate it counts in — a
-``wiki_activity`` row always, a ``user_edit_counts`` row for an edit with a user name — and
-groups them by (window, aggregate, key). :func:`user_edit_counts` and :func:`wiki_activity`
-take the two tables apart again.
+``wiki_activity`` row always, a ``user_edit_counts`` row for an edit with a user name, a
+``page_activity`` row for an edit — and groups them by (window, aggregate, key, namespace,
+title; the last two null but for pages). :func:`user_edit_counts`, :func:`wiki_activity` and
+:func:`page_activity` take the tables apart again.
 
 Late data: the aggregation drops an input row when its window ended at or before the watermark
 (the newest event time seen minus ``spark.windowing.watermark``). Spark reports the dropped rows
@@ -51,6 +57,7 @@ from app.contract import (
 )
 from spark import (
     SCHEMA_CHECK,
+    TABLE_PAGE_ACTIVITY,
     TABLE_USER_EDIT_COUNTS,
     TABLE_WIKI_ACTIVITY,
     UNKNOWN_SCHEMA_ROWS,
@@ -59,10 +66,13 @@ from spark.schema import event_schema
 
 __all__ = [
     "AGGREGATE_COLUMNS",
+    "PAGE_ACTIVITY",
+    "PAGE_COLUMNS",
     "USER_EDIT_COUNTS",
     "WIKI_ACTIVITY",
     "aggregate",
     "known_schema_only",
+    "page_activity",
     "parse_events",
     "sink_rows",
     "user_edit_counts",
@@ -73,9 +83,12 @@ __all__ = [
 #: Values of the ``aggregate`` column: the table each aggregated row belongs to.
 USER_EDIT_COUNTS = TABLE_USER_EDIT_COUNTS
 WIKI_ACTIVITY = TABLE_WIKI_ACTIVITY
+PAGE_ACTIVITY = TABLE_PAGE_ACTIVITY
 
 #: The counters of :func:`aggregate`, in order (``wiki_activity``'s columns).
 AGGREGATE_COLUMNS = WIKI_ACTIVITY_COUNTERS
+#: What :func:`aggregate` adds for a page (null, or empty, in the other aggregates' rows).
+PAGE_COLUMNS = ("namespace", "title", "server_name", "editor_names", "bot_names")
 
 _EDIT_TYPES = sorted(str(kind) for kind in EDIT_TYPES)
 _ANONYMOUS_KINDS = [str(UserKind.ANONYMOUS), str(UserKind.TEMPORARY)]
@@ -147,16 +160,22 @@ def _summed(condition: Column, value: Column) -> Column:
 
 
 def aggregate(events: DataFrame, window: timedelta) -> DataFrame:
-    """Events -> the aggregated rows of both tables, one stateful aggregation.
+    """Events -> the aggregated rows of the three tables, one stateful aggregation.
 
-    Columns: ``window`` (struct start/end), ``aggregate`` (:data:`USER_EDIT_COUNTS` or
-    :data:`WIKI_ACTIVITY`), ``key`` (the user name or the wiki), then
-    :data:`AGGREGATE_COLUMNS`. In a ``user_edit_counts`` row every counted event is an edit.
+    Columns: ``window`` (struct start/end), ``aggregate`` (:data:`USER_EDIT_COUNTS`,
+    :data:`WIKI_ACTIVITY` or :data:`PAGE_ACTIVITY`), ``key`` (the user name, or the wiki), then
+    :data:`AGGREGATE_COLUMNS` and :data:`PAGE_COLUMNS`. In a ``user_edit_counts`` or
+    ``page_activity`` row every counted event is an edit.
     """
     is_edit = F.col("type").isin(_EDIT_TYPES)
     by_user = F.struct(F.lit(USER_EDIT_COUNTS).alias("aggregate"), F.col("user").alias("key"))
     by_wiki = F.struct(F.lit(WIKI_ACTIVITY).alias("aggregate"), F.col("wiki").alias("key"))
-    targets = F.array(by_wiki, F.when(is_edit & F.col("user").isNotNull(), by_user))
+    by_page = F.struct(F.lit(PAGE_ACTIVITY).alias("aggregate"), F.col("wiki").alias("key"))
+    targets = F.array(
+        by_wiki,
+        F.when(is_edit & F.col("user").isNotNull(), by_user),
+        F.when(is_edit, by_page),
+    )
     rows = events.select(
         F.window("event_time", spark_interval(window)).alias("window"),
         F.explode(targets).alias("target"),
@@ -165,13 +184,20 @@ def aggregate(events: DataFrame, window: timedelta) -> DataFrame:
         F.col("bot"),
         F.col("user_kind").isin(_ANONYMOUS_KINDS).alias("is_anonymous"),
         F.col("length_delta"),
+        F.col("namespace"),
+        F.col("title"),
+        F.col("server_name"),
+        F.col("user"),
     ).where(F.col("target").isNotNull())
     edit = F.col("is_edit")
     delta = F.col("length_delta")
+    page = F.col("target.aggregate") == F.lit(PAGE_ACTIVITY)
     return rows.groupBy(
         "window",
         F.col("target.aggregate").alias("aggregate"),
         F.col("target.key").alias("key"),
+        F.when(page, F.col("namespace")).alias("namespace"),
+        F.when(page, F.col("title")).alias("title"),
     ).agg(
         _counted(edit).alias("edits"),
         _counted(F.col("is_new")).alias("new_pages"),
@@ -180,6 +206,10 @@ def aggregate(events: DataFrame, window: timedelta) -> DataFrame:
         _summed(edit & (delta > 0), delta).alias("bytes_added"),
         _summed(edit & (delta < 0), -delta).alias("bytes_removed"),
         F.count(F.lit(1)).alias("events"),
+        F.max(F.when(page, F.col("server_name"))).alias("server_name"),
+        # collect_set skips nulls: the other aggregates' rows keep empty sets in their state.
+        F.array_sort(F.collect_set(F.when(page, F.col("user")))).alias("editor_names"),
+        F.array_sort(F.collect_set(F.when(page & F.col("bot"), F.col("user")))).alias("bot_names"),
     )
 
 
@@ -203,14 +233,37 @@ def wiki_activity(aggregated: DataFrame) -> DataFrame:
     )
 
 
+def page_activity(aggregated: DataFrame) -> DataFrame:
+    """The ``page_activity`` rows of :func:`aggregate`: the table's columns."""
+    return aggregated.where(F.col("aggregate") == PAGE_ACTIVITY).select(
+        F.col("window.start").alias("window_start"),
+        F.col("window.end").alias("window_end"),
+        F.col("key").alias("wiki"),
+        "namespace",
+        "title",
+        "server_name",
+        "edits",
+        F.size("editor_names").alias("editors"),
+        "bot_edits",
+        "anonymous_edits",
+        "bytes_added",
+        "bytes_removed",
+        (F.col("new_pages") > 0).alias("new_page"),
+        "editor_names",
+        "bot_names",
+    )
+
+
 def sink_rows(aggregated: DataFrame) -> DataFrame:
     """:func:`aggregate`'s rows as the sink reads them: window bounds as epoch microseconds
-    (collected timestamps would become naive local times in Python), then the key and the
-    counters. Both tables in one DataFrame, so a micro-batch is computed once."""
+    (collected timestamps would become naive local times in Python), then the key, the
+    counters and the page's columns. Every table in one DataFrame, so a micro-batch is computed
+    once."""
     return aggregated.select(
         "aggregate",
         F.unix_micros(F.col("window.start")).alias("window_start_us"),
         F.unix_micros(F.col("window.end")).alias("window_end_us"),
         "key",
         *AGGREGATE_COLUMNS,
+        *PAGE_COLUMNS,
     )

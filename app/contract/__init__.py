@@ -46,6 +46,7 @@ TYPED_HEADERS = V1.headers
 #: PostgreSQL relations (created by Alembic migrations), read by the dashboard.
 TABLE_USER_EDIT_COUNTS = "user_edit_counts"
 TABLE_WIKI_ACTIVITY = "wiki_activity"
+TABLE_PAGE_ACTIVITY = "page_activity"
 TABLE_PIPELINE_BATCHES = "pipeline_batches"
 #: The counter columns of wiki_activity, in order (the Spark job computes and writes them).
 WIKI_ACTIVITY_COUNTERS = (
@@ -95,6 +96,7 @@ __all__ = [
     "SCHEMA_FILE",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
+    "TABLE_PAGE_ACTIVITY",
     "TABLE_PIPELINE_BATCHES",
     "TABLE_USER_EDIT_COUNTS",
     "TABLE_WIKI_ACTIVITY",

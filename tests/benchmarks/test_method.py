@@ -104,3 +104,28 @@ def test_the_readme_section_is_the_published_results() -> None:
     results = sorted(publish.RESULTS.glob("*.json"))
     assert results, "no committed results in tests/benchmarks/results/"
     assert section == publish.render([json.loads(path.read_text()) for path in results])
+
+
+def test_publish_sets_the_load_benchmark_of_both_layouts_side_by_side(tmp_path: Path) -> None:
+    paths = []
+    for name, rate, extra in (("single", 7100.0, None), ("cluster", 6000.0, 27.5)):
+        report = method.Report("bench_load")
+        report.add("load.sustained_rate", "sustained rate", rate, "events/s")
+        report.add("load.lost", "served events missing", 0, "events")
+        if extra is not None:
+            report.add("load.cpu.spark_cluster", "CPU of the Spark cluster", extra, "% of a core")
+        result = report.as_dict()
+        result["command"] = "bench_load.py" + (" --cluster" if name == "cluster" else "")
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(result))
+        paths.append(path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{publish.START}\n{publish.END}\n")
+    publish.publish(list(reversed(paths)), readme)  # the order of the files does not matter
+    text = readme.read_text()
+    assert "| what | single node | cluster layout |" in text
+    assert "| sustained rate | 7,100 events/s | 6,000 events/s |" in text
+    assert "| served events missing | 0.00 events | 0.00 events |" in text
+    assert "| CPU of the Spark cluster | — | 27.50 % of a core |" in text
+    # Then each run's own table, the single node's first.
+    assert text.index("`bench_load.py`") < text.index("`bench_load.py --cluster`")

@@ -214,9 +214,37 @@ def wiki_activity(settings: Settings) -> dict[tuple[datetime, str], tuple[Any, .
     }
 
 
+#: page_activity's columns after its key (window_start, wiki, namespace, title).
+PAGE_COLUMNS = (
+    "window_end",
+    "server_name",
+    "edits",
+    "editors",
+    "bot_edits",
+    "anonymous_edits",
+    "bytes_added",
+    "bytes_removed",
+    "new_page",
+    "editor_names",
+    "bot_names",
+)
+
+
+def page_activity(settings: Settings) -> dict[tuple[datetime, str, int, str], tuple[Any, ...]]:
+    return {
+        tuple(row[:4]): tuple(row[4:])
+        for row in query(
+            settings,
+            "SELECT window_start, wiki, namespace, title, "
+            f"{', '.join(PAGE_COLUMNS)} FROM page_activity",
+        )
+    }
+
+
 def snapshot(settings: Settings, table: str) -> list[tuple[Any, ...]]:
-    """Every column of every row, plus xmin (changes whenever PostgreSQL rewrites a row)."""
-    return query(settings, f"SELECT xmin::text, * FROM {table} ORDER BY 2, 3, 4")
+    """Every column of every row, plus xmin (changes whenever PostgreSQL rewrites a row), in
+    the order of the columns after xmin."""
+    return sorted(query(settings, f"SELECT xmin::text, * FROM {table}"), key=lambda r: repr(r[1:]))
 
 
 def batches(settings: Settings) -> list[dict[str, Any]]:
@@ -290,6 +318,57 @@ def golden(
         {(bounds(s)[0], u): (bounds(s)[1], n) for (s, u), n in users.items()},
         {(bounds(s)[0], w): (bounds(s)[1], *c) for (s, w), c in wikis.items()},
     )
+
+
+def golden_pages(
+    raw_lines: Iterable[bytes], *, window: timedelta = timedelta(minutes=1)
+) -> dict[tuple[datetime, str, int, str], tuple[Any, ...]]:
+    """page_activity as the table should hold it, keyed like :func:`page_activity`: per page and
+    window, over its edits."""
+    seconds = int(window.total_seconds())
+    pages: dict[tuple[int, str, int, str], dict[str, Any]] = {}
+    seen: set[str] = set()
+    for raw in raw_lines:
+        event = json.loads(raw)
+        if event["meta"]["id"] in seen or event["meta"].get("domain") == "canary":
+            continue
+        seen.add(event["meta"]["id"])
+        if event["type"] not in ("edit", "new"):
+            continue
+        if event.get("timestamp") is not None:
+            epoch = int(event["timestamp"])
+        else:
+            epoch = int(datetime.fromisoformat(event["meta"]["dt"]).timestamp())
+        key = (epoch - epoch % seconds, event["wiki"], event["namespace"], event["title"])
+        page = pages.setdefault(
+            key,
+            {"server": event["server_name"], "edits": 0, "bots": 0, "anonymous": 0, "added": 0,
+             "removed": 0, "new": False, "editors": set(), "bot_names": set()},
+        )  # fmt: skip
+        user, bot = event.get("user"), bool(event["bot"])
+        page["edits"] += 1
+        page["bots"] += bot
+        page["anonymous"] += (
+            user is not None and (_is_ip(user) or bool(TEMPORARY_ACCOUNT.match(user))) and not bot
+        )
+        page["new"] |= event["type"] == "new"
+        if user is not None:
+            page["editors"].add(user)
+            if bot:
+                page["bot_names"].add(user)
+        length = event.get("length") or {}
+        if length.get("new") is not None:
+            delta = length["new"] - (length.get("old") or 0)
+            page["added"] += max(delta, 0)
+            page["removed"] += max(-delta, 0)
+    return {
+        (datetime.fromtimestamp(start, UTC), wiki, namespace, title): (
+            datetime.fromtimestamp(start, UTC) + window, p["server"], p["edits"],
+            len(p["editors"]), p["bots"], p["anonymous"], p["added"], p["removed"], p["new"],
+            sorted(p["editors"]), sorted(p["bot_names"]),
+        )
+        for (start, wiki, namespace, title), p in pages.items()
+    }  # fmt: skip
 
 
 # ---- the job as `up` runs it -----------------------------------------------------------------

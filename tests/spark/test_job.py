@@ -31,6 +31,8 @@ from tests.spark.helpers import (
     WIKI_COUNTERS,
     batches,
     golden,
+    golden_pages,
+    page_activity,
     produce,
     query,
     snapshot,
@@ -63,9 +65,11 @@ def legacy_events() -> tuple[bytes, ...]:
 
 
 def assert_golden(settings: Settings, raw_lines: tuple[bytes, ...]) -> None:
-    expected_users, expected_wikis = golden(raw_lines, window=settings.spark.windowing.duration)
+    window = settings.spark.windowing.duration
+    expected_users, expected_wikis = golden(raw_lines, window=window)
     assert user_edit_counts(settings) == expected_users
     assert wiki_activity(settings) == expected_wikis
+    assert page_activity(settings) == golden_pages(raw_lines, window=window)
 
 
 def assert_every_counter_is_exercised(raw_lines: tuple[bytes, ...]) -> None:
@@ -75,6 +79,10 @@ def assert_every_counter_is_exercised(raw_lines: tuple[bytes, ...]) -> None:
     assert len({start for start, _ in wikis}) >= 3 and len(users) > 100
     for index, counter in enumerate(WIKI_COUNTERS):
         assert sum(row[1 + index] for row in wikis.values()) > 0, counter
+    # Pages edited by several editors (bots among them) in one window, and created in one.
+    pages = golden_pages(raw_lines).values()
+    assert any(editors > 1 for _, _, _, editors, *_ in pages)
+    assert any(row[8] for row in pages) and any(row[10] for row in pages)
 
 
 def aborted_copies(events: list[RecentChange], count: int) -> list[RecentChange]:
@@ -103,15 +111,17 @@ def test_golden_current_events_and_a_replayed_batch(
     data_batch = batches(settings)[0]
     assert data_batch["query_name"] == QUERY_NAME and data_batch["batch_id"] == 0
     assert data_batch["input_rows"] == len(events)
-    assert data_batch["rows_written"] == len(user_edit_counts(settings)) + len(
-        wiki_activity(settings)
+    assert data_batch["rows_written"] == (
+        len(user_edit_counts(settings))
+        + len(wiki_activity(settings))
+        + len(page_activity(settings))
     )
     assert data_batch["max_event_time"] == max(e.event_time for e in events)
     assert data_batch["rows_dropped_by_watermark"] == 0
 
     # Spark runs a batch again when it crashed after the sink but before its commit log entry:
     # remove everything after batch 0 was planned, as such a crash leaves the checkpoint.
-    tables = ("user_edit_counts", "wiki_activity")
+    tables = ("user_edit_counts", "wiki_activity", "page_activity", "page_activity_hourly")
     before = {table: snapshot(settings, table) for table in tables}
     checkpoint = checkpoint_dir(settings)
     for log_dir in ("offsets", "commits"):

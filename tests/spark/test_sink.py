@@ -29,17 +29,21 @@ def micros(at: datetime) -> int:
     return round(at.timestamp() * 1_000_000)
 
 
+#: The page columns of a row of another aggregate (spark.transforms.aggregate).
+NOT_A_PAGE = (None, None, None, [], [])
+
+
 def sink_rows(users: dict[str, int], wikis: dict[str, int], at: datetime = NOON) -> BatchRows:
     """Rows as spark.transforms.sink_rows makes them; a wiki's counters derived from one n."""
     start, end = micros(at), micros(at + MINUTE)
     return BatchRows.split(
         [
             *(
-                ("user_edit_counts", start, end, user, n, 0, 0, 0, 0, 0, n)
+                ("user_edit_counts", start, end, user, n, 0, 0, 0, 0, 0, n, *NOT_A_PAGE)
                 for user, n in users.items()
             ),
             *(
-                ("wiki_activity", start, end, wiki, n, 1, 0, 0, 10 * n, n, n + 2)
+                ("wiki_activity", start, end, wiki, n, 1, 0, 0, 10 * n, n, n + 2, *NOT_A_PAGE)
                 for wiki, n in wikis.items()
             ),
         ]
@@ -64,7 +68,26 @@ def test_rows_are_split_per_table_with_utc_window_bounds() -> None:
     assert rows.wiki_activity == [(NOON, NOON + MINUTE, "enwiki", 3, 1, 0, 0, 30, 3, 5)]
     assert rows.user_edit_counts[0][0].tzinfo is not None
     with pytest.raises(ValueError, match="unknown aggregate"):
-        BatchRows.split([("elsewhere", 0, 1, "x", 1, 0, 0, 0, 0, 0, 1)])
+        BatchRows.split([("elsewhere", 0, 1, "x", 1, 0, 0, 0, 0, 0, 1, *NOT_A_PAGE)])
+
+
+def test_a_page_row_counts_its_editors_and_says_whether_it_was_created() -> None:
+    start, end = micros(NOON), micros(NOON + MINUTE)
+    rows = BatchRows.split(
+        [
+            ("page_activity", start, end, "dewiki", 3, 1, 1, 0, 120, 4, 3,
+             0, "Köln", "de.wikipedia.org", ["Anna", "Bernd-Bot"], ["Bernd-Bot"]),
+            ("page_activity", start, end, "dewiki", 1, 0, 0, 1, 0, 0, 1,
+             1, "Diskussion:Köln", "de.wikipedia.org", [], []),
+        ]
+    )  # fmt: skip
+    assert rows.page_activity == [
+        (NOON, NOON + MINUTE, "dewiki", 0, "Köln", "de.wikipedia.org", 3, 2, 1, 0, 120, 4, True,
+         ["Anna", "Bernd-Bot"], ["Bernd-Bot"]),
+        (NOON, NOON + MINUTE, "dewiki", 1, "Diskussion:Köln", "de.wikipedia.org", 1, 0, 0, 1, 0,
+         0, False, [], []),
+    ]  # fmt: skip
+    assert rows.user_edit_counts == [] and rows.wiki_activity == []
 
 
 def test_progress_is_read_from_the_querys_report() -> None:
