@@ -1,4 +1,5 @@
-"""Retention: delete aggregates more than ``postgres.retention_days`` older than the newest row.
+"""Retention: delete aggregates more than ``postgres.retention_days`` older than the newest row
+(``page_activity``: ``postgres.page_activity_retention``).
 
 The cutoff is per table: the newest time in the table (event time, the windows' start, like the
 rest of the pipeline; ``pipeline_batches``: the newest commit) minus the retention. The wall
@@ -24,16 +25,24 @@ from psycopg2.extensions import cursor as Cursor
 
 from app.config.clients import libpq_params
 from app.config.settings import PostgresSettings
-from spark import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from spark import (
+    TABLE_PAGE_ACTIVITY,
+    TABLE_PIPELINE_BATCHES,
+    TABLE_USER_EDIT_COUNTS,
+    TABLE_WIKI_ACTIVITY,
+)
 
 log = logging.getLogger(__name__)
 
-#: (table, its time column): rows older than the table's newest time minus the retention are
-#: deleted. Each column leads an index, so max() and the range of old rows are index reads.
+#: (table, its time column, kept only for ``postgres.page_activity_retention``): rows older than
+#: the table's newest time minus the retention are deleted. Each column leads an index, so max()
+#: and the range of old rows are index reads. page_activity's hours stay the full retention.
 TABLES = (
-    (TABLE_USER_EDIT_COUNTS, "window_start"),
-    (TABLE_WIKI_ACTIVITY, "window_start"),
-    (TABLE_PIPELINE_BATCHES, "committed_at"),
+    (TABLE_USER_EDIT_COUNTS, "window_start", False),
+    (TABLE_WIKI_ACTIVITY, "window_start", False),
+    (TABLE_PAGE_ACTIVITY, "window_start", True),
+    ("page_activity_hourly", "hour", False),
+    (TABLE_PIPELINE_BATCHES, "committed_at", False),
 )
 BATCH_ROWS = 5000
 INTERVAL = timedelta(hours=1)
@@ -57,22 +66,25 @@ def delete_expired(
     pause: float = PAUSE,
 ) -> dict[str, int]:
     """Delete from every table the rows older than its newest time minus ``retention``
-    (default ``postgres.retention_days``); the rows deleted per table."""
+    (default ``postgres.retention_days``; ``page_activity``: ``postgres.page_activity_retention``,
+    or ``retention`` if shorter); the rows deleted per table."""
     keep = retention if retention is not None else timedelta(days=postgres.retention_days)
+    keep_pages = min(keep, postgres.page_activity_retention)
     deleted: dict[str, int] = {}
     cutoffs: dict[str, datetime] = {}
     connection = psycopg2.connect(
         **{**libpq_params(postgres), "application_name": "wikipulse-retention"}
     )
     try:
-        for table, column in TABLES:
+        for table, column, short_lived in TABLES:
+            kept = keep_pages if short_lived else keep
             deleted[table] = 0
             with connection, connection.cursor() as cursor:
                 latest = newest_time(cursor, table, column)
             if latest is None:
                 continue
             # Fixed for the run: rows arriving meanwhile move the cutoff at the next run.
-            cutoff = cutoffs[table] = latest - keep
+            cutoff = cutoffs[table] = latest - kept
             while True:
                 with connection, connection.cursor() as cursor:
                     # ctid: delete exactly the rows the sub-select picked, by their location.

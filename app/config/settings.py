@@ -350,6 +350,8 @@ class PostgresSettings(_Section):
     sslrootcert: str
     managed: Literal["auto"] | bool
     retention_days: PositiveInt
+    #: page_activity's retention (its minutes are many; their hours stay retention_days).
+    page_activity_retention: Duration
     pool: PoolSettings
 
     @property

@@ -23,7 +23,8 @@ MINUTE = timedelta(minutes=1)
 NEWEST = datetime(2024, 3, 31, 12, 0, tzinfo=UTC)
 #: NEWEST minus 30 days, by hand (2024 is a leap year: March 31 - 30 days = March 1).
 CUTOFF = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-NOTHING = {"user_edit_counts": 0, "wiki_activity": 0, "pipeline_batches": 0}
+PAGES = {"page_activity": 0, "page_activity_hourly": 0}  # none written by these tests
+NOTHING = {"user_edit_counts": 0, "wiki_activity": 0, "pipeline_batches": 0, **PAGES}
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_newer_rows_push_older_ones_out_exactly_at_the_cutoff(db: Settings) -> N
     add_batches(db, *before_cutoff, *after_cutoff)
 
     deleted = delete_expired(db.postgres, batch_rows=1, pause=0)  # one row per round
-    assert deleted == {"user_edit_counts": 2, "wiki_activity": 2, "pipeline_batches": 2}
+    assert deleted == {"user_edit_counts": 2, "wiki_activity": 2, "pipeline_batches": 2, **PAGES}
     assert user_starts(db) == wiki_starts(db) == batch_times(db) == after_cutoff
     assert delete_expired(db.postgres) == NOTHING  # the same newest row: nothing more
 
@@ -115,6 +116,7 @@ def test_newer_rows_push_older_ones_out_exactly_at_the_cutoff(db: Settings) -> N
         "user_edit_counts": 1,
         "wiki_activity": 1,
         "pipeline_batches": 1,
+        **PAGES,
     }
     kept = [
         datetime(2024, 3, 1, 12, 1, tzinfo=UTC),
@@ -153,6 +155,7 @@ def test_each_table_counts_from_its_own_newest_row(db: Settings) -> None:
         "user_edit_counts": 1,
         "wiki_activity": 1,
         "pipeline_batches": 1,
+        **PAGES,
     }
     assert user_starts(db) == [CUTOFF, NEWEST]
     assert wiki_starts(db) == [wiki_cutoff, wiki_newest]

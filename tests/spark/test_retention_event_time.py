@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: 1200 events at 2 per second: 10 minutes of event time, 20 batches of 60.
 COUNT, RATE = 1200, 2.0
 BATCH_OFFSETS = "60"
-TABLES = ("user_edit_counts", "wiki_activity")
+TABLES = ("user_edit_counts", "wiki_activity", "page_activity", "page_activity_hourly")
 GRAINS = {"minute": ("second",), "hour": ("minute", "second"), "day": ("hour", "minute", "second")}
 
 Row = tuple[Any, ...]
@@ -128,7 +128,10 @@ def test_a_replay_two_years_old_survives_a_sigkill_restart_and_the_retention(
         check=False,
     )
     assert retention.returncode == 0, retention.stderr
-    assert "user_edit_counts: 0, wiki_activity: 0, pipeline_batches: 0" in retention.stderr
+    assert (
+        "user_edit_counts: 0, wiki_activity: 0, page_activity: 0, page_activity_hourly: 0, "
+        "pipeline_batches: 0" in retention.stderr
+    )
     assert {table: snapshot(settings, table) for table in TABLES} == at_kill  # even xmin
 
     # The restart from the checkpoint, its retention thread on (run's default).
@@ -146,5 +149,7 @@ def test_a_replay_two_years_old_survives_a_sigkill_restart_and_the_retention(
         "user_edit_counts": 0,
         "wiki_activity": 0,
         "pipeline_batches": 0,
+        "page_activity": 0,
+        "page_activity_hourly": 0,
     }
     assert {table: snapshot(settings, table) for table in TABLES} == before

@@ -279,7 +279,13 @@ def test_retention_deletes_what_is_older_than_the_retention(db: Settings, stack:
         sink.close()
     query(db, "UPDATE pipeline_batches SET committed_at = %s WHERE batch_id < 3", (old,))
     deleted = delete_expired(db.postgres, batch_rows=2, pause=0)
-    assert deleted == {"user_edit_counts": 6, "wiki_activity": 3, "pipeline_batches": 3}
+    assert deleted == {
+        "user_edit_counts": 6,
+        "wiki_activity": 3,
+        "pipeline_batches": 3,
+        "page_activity": 0,
+        "page_activity_hourly": 0,
+    }
     assert query(db, "SELECT DISTINCT window_start FROM user_edit_counts") == [(recent,)]
     assert query(db, "SELECT window_start FROM wiki_activity") == [(recent,)]
     assert [b["batch_id"] for b in batches(db)] == [3]
