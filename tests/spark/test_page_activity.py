@@ -65,8 +65,8 @@ def test_the_hourly_rollup_follows_the_upserts_and_a_replay_adds_nothing(db: Set
         (one, "frwiki", 0, "Nantes", "fr.wikipedia.org", 4, 0, 0, 1, 0, 0),
     ]
     assert query(db, HOURLY) == expected
-    lyon = "SELECT editors, editor_names FROM page_activity WHERE title = 'Lyon' ORDER BY 1"
-    assert query(db, lyon) == [(1, ["Amélie"]), (2, ["Amélie", "Denis"])]
+    lyon = "SELECT editors, editor_names FROM page_activity WHERE title = 'Lyon' ORDER BY 1, 2"
+    assert query(db, lyon) == [(2, ["Amélie", "Bot-Fr"]), (2, ["Amélie", "Denis"])]
     before = {table: snapshot(db, table) for table in ("page_activity", "page_activity_hourly")}
     write(db, 1, second)  # Spark runs batch 1 again after a crash: the same rows
     assert {table: snapshot(db, table) for table in before} == before  # not even rewritten
