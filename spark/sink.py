@@ -82,6 +82,7 @@ UPSERT_WIKI_ACTIVITY = f"""
 """
 
 _PAGE_KEY = ("window_start", "wiki", "namespace", "title")
+#: What an upsert may change, in PageRow's order after the key (window_end first).
 _PAGE_VALUES = (
     "window_end",
     "server_name",
@@ -96,8 +97,8 @@ _PAGE_VALUES = (
     "bot_names",
 )
 UPSERT_PAGE_ACTIVITY = f"""
-    INSERT INTO {TABLE_PAGE_ACTIVITY} AS t ({", ".join(_PAGE_KEY[:2])}, window_end,
-        {", ".join(_PAGE_KEY[2:])}, {", ".join(_PAGE_VALUES[1:])})
+    INSERT INTO {TABLE_PAGE_ACTIVITY} AS t (window_start, window_end, wiki, namespace, title,
+        {", ".join(_PAGE_VALUES[1:])})
     VALUES %s
     ON CONFLICT ({", ".join(_PAGE_KEY)}) DO UPDATE
     SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _PAGE_VALUES)}, updated_at = now()

@@ -237,7 +237,8 @@ def test_progress_is_recorded_once_per_run_of_a_batch(
         assert sink.record_progress(progress)
         assert not sink.record_progress(progress)  # the listener and the final check both report
     assert caplog.messages == [
-        "Batch 12: wrote 25 rows to user_edit_counts, 4 to wiki_activity (late rows dropped: 0)"
+        "Batch 12: wrote 25 rows to user_edit_counts, 4 to wiki_activity, 0 to page_activity "
+        "(late rows dropped: 0)"
     ]
     [batch] = batches(db)
     assert batch["started_at"] == NOON and batch["duration_ms"] == 1500

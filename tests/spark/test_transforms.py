@@ -15,9 +15,11 @@ from app.normalize.batch import encode_typed
 from spark.schema import EVENT_SCHEMA
 from spark.transforms import (
     AGGREGATE_COLUMNS,
+    PAGE_ACTIVITY,
     USER_EDIT_COUNTS,
     WIKI_ACTIVITY,
     aggregate,
+    page_activity,
     parse_events,
     sink_rows,
     user_edit_counts,
@@ -37,6 +39,7 @@ def event(
     kind: UserKind = UserKind.REGISTERED,
     wiki: str = "enwiki",
     delta: int | None = 10,
+    title: str | None = None,
 ) -> RecentChange:
     number = next(_serial)
     edit = type in (ChangeType.EDIT, ChangeType.NEW)
@@ -49,7 +52,7 @@ def event(
         server_name=f"{wiki}.example.org",
         type=type,
         namespace=0,
-        title=f"Page {number}",
+        title=title or f"Page {number}",
         user=user,
         user_kind=kind,
         bot=kind is UserKind.BOT,
@@ -184,10 +187,35 @@ def test_windows_are_half_open_and_follow_the_configured_duration(
 
 
 def test_sink_rows_carry_both_tables_with_epoch_microsecond_bounds(spark: SparkSession) -> None:
-    rows = sink_rows(aggregated(spark, [event(NOON), event(NOON, user=None, kind=UserKind.HIDDEN)]))
+    events = [event(NOON, title="Lyon"), event(NOON, user=None, kind=UserKind.HIDDEN, title="Lyon")]
+    rows = sink_rows(aggregated(spark, events))
     got: list[tuple[Any, ...]] = sorted(tuple(row) for row in rows.collect())
     start, end = micros(NOON), micros(NOON + MINUTE)
     assert got == [
-        (USER_EDIT_COUNTS, start, end, "Alice", 1, 0, 0, 0, 10, 0, 1),
-        (WIKI_ACTIVITY, start, end, "enwiki", 2, 0, 0, 0, 20, 0, 2),
-    ]
+        (PAGE_ACTIVITY, start, end, "enwiki", 2, 0, 0, 0, 20, 0, 2,
+         0, "Lyon", "enwiki.example.org", ["Alice"], []),
+        (USER_EDIT_COUNTS, start, end, "Alice", 1, 0, 0, 0, 10, 0, 1, None, None, None, [], []),
+        (WIKI_ACTIVITY, start, end, "enwiki", 2, 0, 0, 0, 20, 0, 2, None, None, None, [], []),
+    ]  # fmt: skip
+
+
+def test_page_activity_counts_a_pages_edits_and_its_distinct_editors(
+    spark: SparkSession,
+) -> None:
+    events = [
+        event(NOON, type=ChangeType.NEW, title="Lyon", delta=300),
+        event(NOON + timedelta(seconds=5), title="Lyon", delta=-20),  # Alice again
+        event(NOON + timedelta(seconds=9), user="Bot-Fr", kind=UserKind.BOT, title="Lyon"),
+        event(NOON + timedelta(seconds=12), user="192.0.2.4", kind=UserKind.ANONYMOUS,
+              title="Lyon", delta=4),
+        event(NOON + timedelta(seconds=30), user=None, kind=UserKind.HIDDEN, title="Lyon"),
+        event(NOON + timedelta(seconds=40), type=ChangeType.LOG, title="Lyon"),  # not an edit
+        event(NOON + MINUTE, title="Lyon"),  # the next minute
+    ]  # fmt: skip
+    got = sorted(tuple(row) for row in page_activity(aggregated(spark, events)).collect())
+    common = ("enwiki", 0, "Lyon", "enwiki.example.org")
+    assert got == [
+        (NOON, NOON + MINUTE, *common, 5, 3, 1, 1, 324, 20, True,
+         ["192.0.2.4", "Alice", "Bot-Fr"], ["Bot-Fr"]),
+        (NOON + MINUTE, NOON + 2 * MINUTE, *common, 1, 1, 0, 0, 10, 0, False, ["Alice"], []),
+    ]  # fmt: skip
