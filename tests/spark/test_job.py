@@ -217,10 +217,15 @@ def test_an_event_older_than_the_watermark_is_dropped_and_reported(
         (5, 1),
     ]
     late_batch = next(b for b in batches(settings) if b["input_rows"] == len(late))
+    assert sorted((start.minute, title) for start, _, _, title in page_activity(settings)) == [
+        (0, "Late"),
+        (3, "Late"),
+        (5, "Late"),
+    ]
     # Spark counts the aggregation's late input after its partial (per Kafka partition)
     # aggregation: the late edit and log event (same page, so same partition) make one
-    # (window, enwiki) row, and the edit one (window, Alice) row.
-    assert late_batch["rows_dropped_by_watermark"] == 2
+    # (window, enwiki) row, and the edit one (window, Alice) row and one (window, page) row.
+    assert late_batch["rows_dropped_by_watermark"] == 3
     assert late_batch["watermark"] == noon + timedelta(minutes=3, seconds=10)
     assert late_batch["max_event_time"] == noon + timedelta(minutes=3, seconds=5)
     assert late_batch["rows_written"] == 2

@@ -214,8 +214,9 @@ def test_page_activity_counts_a_pages_edits_and_its_distinct_editors(
     ]  # fmt: skip
     got = sorted(tuple(row) for row in page_activity(aggregated(spark, events)).collect())
     common = ("enwiki", 0, "Lyon", "enwiki.example.org")
+    noon = NOON.replace(tzinfo=None)  # collected in the session's time zone, UTC, as naive times
     assert got == [
-        (NOON, NOON + MINUTE, *common, 5, 3, 1, 1, 324, 20, True,
+        (noon, noon + MINUTE, *common, 5, 3, 1, 1, 324, 20, True,
          ["192.0.2.4", "Alice", "Bot-Fr"], ["Bot-Fr"]),
-        (NOON + MINUTE, NOON + 2 * MINUTE, *common, 1, 1, 0, 0, 10, 0, False, ["Alice"], []),
+        (noon + MINUTE, noon + 2 * MINUTE, *common, 1, 1, 0, 0, 10, 0, False, ["Alice"], []),
     ]  # fmt: skip
