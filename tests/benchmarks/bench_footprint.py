@@ -162,7 +162,7 @@ def total(parts: dict[str, Memory]) -> Memory:
 
 def open_dashboard(url: str, stack: ExitStack) -> str:
     """One headless Chromium session on the dashboard, kept open; what was done, in words."""
-    from tests.dashboards.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.dashboards.browser import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.exists():
         return f"no browser on the dashboard ({CHROMIUM} is missing)"

@@ -86,6 +86,12 @@ BATCH_QUERY_NAME = "bench-batch"
 
 USER_COLUMNS = ("window_start", "window_end", "user_name", "edit_count")
 WIKI_COLUMNS = ("window_start", "window_end", "wiki", *WIKI_ACTIVITY_COUNTERS)
+#: page_activity's columns in spark.sink.PageRow's order.
+PAGE_COLUMNS = (
+    "window_start", "window_end", "wiki", "namespace", "title", "server_name", "edits", "editors",
+    "bot_edits", "anonymous_edits", "bytes_added", "bytes_removed", "new_page", "editor_names",
+    "bot_names",
+)  # fmt: skip
 
 
 def say(text: str) -> None:
@@ -236,9 +242,10 @@ class Scratch:
 # ---- what a round wrote ------------------------------------------------------------------------
 
 
-def written(settings: Settings) -> tuple[int, int, int, int]:
+def written(settings: Settings) -> tuple[int, ...]:
     """(user_edit_counts rows, wiki_activity rows, events in wiki_activity, events in the daily
-    rollup): the last one is there only if migration 0003's triggers ran."""
+    rollup, page_activity rows, edits in page_activity_hourly): the fourth and the last are
+    there only if the rollup triggers of migrations 0003 and 0005 ran."""
     with (
         contextlib.closing(psycopg2.connect(**libpq_params(settings.postgres))) as connection,
         connection.cursor() as cursor,
@@ -247,15 +254,17 @@ def written(settings: Settings) -> tuple[int, int, int, int]:
             "SELECT (SELECT count(*) FROM user_edit_counts), "
             "(SELECT count(*) FROM wiki_activity), "
             "(SELECT coalesce(sum(events), 0) FROM wiki_activity), "
-            "(SELECT coalesce(sum(events), 0) FROM activity_totals WHERE grain = 'day')"
+            "(SELECT coalesce(sum(events), 0) FROM activity_totals WHERE grain = 'day'), "
+            "(SELECT count(*) FROM page_activity), "
+            "(SELECT coalesce(sum(edits), 0) FROM page_activity_hourly)"
         )
-        return cursor.fetchone()
+        return tuple(cursor.fetchone())
 
 
 def measured(
     scratch: Scratch,
     side: str,
-    expected: tuple[int, int, int, int],
+    expected: tuple[int, ...],
     work: Callable[[Settings], float],
 ) -> Callable[[], float]:
     """One round of ``work`` on a fresh database; checks it wrote ``expected``."""
@@ -324,10 +333,20 @@ def streaming_backfill(spark: Any, settings: Settings) -> float:
 # ---- 2. upserts vs COPY --------------------------------------------------------------------------
 
 
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of ``values`` (each quoted, its quotes and backslashes
+    escaped)."""
+    quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    return "{" + ",".join(quoted) + "}"
+
+
 def copy_buffer(rows: Sequence[Sequence[Any]]) -> io.StringIO:
-    """Rows as CSV for COPY (strings quoted, so an empty string is not NULL)."""
+    """Rows as CSV for COPY (strings quoted, so an empty string is not NULL; lists as array
+    literals)."""
     buffer = io.StringIO()
-    csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
+    csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC).writerows(
+        [text_array(v) if isinstance(v, list) else v for v in row] for row in rows
+    )
     buffer.seek(0)
     return buffer
 
@@ -344,6 +363,7 @@ def copy_rows(settings: Settings, rows: Any) -> float:
             for table, columns, data in (
                 ("user_edit_counts", USER_COLUMNS, rows.user_edit_counts),
                 ("wiki_activity", WIKI_COLUMNS, rows.wiki_activity),
+                ("page_activity", PAGE_COLUMNS, rows.page_activity),
             ):
                 cursor.copy_expert(
                     f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
@@ -351,7 +371,13 @@ def copy_rows(settings: Settings, rows: Any) -> float:
                 )
             cursor.execute(
                 UPSERT_BATCH,
-                (BATCH_QUERY_NAME, 0, len(rows.user_edit_counts), len(rows.wiki_activity)),
+                (
+                    BATCH_QUERY_NAME,
+                    0,
+                    len(rows.user_edit_counts),
+                    len(rows.wiki_activity),
+                    len(rows.page_activity),
+                ),
             )
         return time.perf_counter() - started
     finally:
@@ -382,8 +408,8 @@ def measure(
         seconds, rows = batch_backfill(spark, settings)
         expected = written(settings)
     say(f"  warm-up: batch query {seconds:.2f} s")
-    if expected[2:] != (count, count):
-        raise SystemExit(f"the batch query counted {expected[2:]} events, expected {count}")
+    if expected[2:4] != (count, count):
+        raise SystemExit(f"the batch query counted {expected[2:4]} events, expected {count}")
     with scratch.fresh_database() as settings:
         say(f"  warm-up: job {streaming_backfill(spark, settings):.2f} s")
     backfill = interleaved(
@@ -395,11 +421,12 @@ def measure(
     )
 
     say(
-        f"\n2. upserts vs COPY: {len(rows.user_edit_counts):,} user_edit_counts and "
-        f"{len(rows.wiki_activity):,} wiki_activity rows"
+        f"\n2. upserts vs COPY: {len(rows.user_edit_counts):,} user_edit_counts, "
+        f"{len(rows.wiki_activity):,} wiki_activity and {len(rows.page_activity):,} "
+        "page_activity rows"
     )
     upserts = interleaved(
-        len(rows.user_edit_counts) + len(rows.wiki_activity),
+        len(rows.user_edit_counts) + len(rows.wiki_activity) + len(rows.page_activity),
         measured(scratch, "COPY", expected, lambda s: copy_rows(s, rows)),
         measured(scratch, "the upserts", expected, lambda s: upsert_rows(s, rows)),
         rounds,
@@ -463,7 +490,9 @@ def main() -> int:
         finally:
             scratch.close()
 
-    users, wikis = len(rows.user_edit_counts), len(rows.wiki_activity)
+    users, wikis, pages = (
+        len(rows.user_edit_counts), len(rows.wiki_activity), len(rows.page_activity)
+    )  # fmt: skip
     report.ratio(
         "spark.backfill",
         f"Spark job backfill (availableNow) vs the same aggregation as a batch query, "
@@ -471,7 +500,7 @@ def main() -> int:
         backfill,
         goal=Goal(0.8),
         unit_name="events",
-        note=f"{dataset}; {users + wikis:,} output rows. Both sides read the whole topic "
+        note=f"{dataset}; {users + wikis + pages:,} output rows. Both sides read the whole topic "
         "(read_committed), aggregate with spark.job.aggregates and write the rows with the "
         "job's sink into an empty migrated database, timed from the read's start to the commit; "
         "the job also keeps its state store and checkpoint (fresh each round), records its "
@@ -479,13 +508,14 @@ def main() -> int:
     )
     report.ratio(
         "spark.upsert",
-        f"Sink upserts vs COPY of the same rows into empty tables, {users + wikis:,} rows",
+        f"Sink upserts vs COPY of the same rows into empty tables, {users + wikis + pages:,} rows",
         upserts,
         goal=Goal(0.35),
         unit_name="rows",
-        note=f"The aggregates of the {count:,} events above: {users:,} user_edit_counts and "
-        f"{wikis:,} wiki_activity rows. Both into the migrated tables of a fresh database, so "
-        "migration 0003's rollup triggers run on both sides (COPY fires them once per table, "
+        note=f"The aggregates of the {count:,} events above: {users:,} user_edit_counts, "
+        f"{wikis:,} wiki_activity and {pages:,} page_activity rows. Both into the migrated "
+        "tables of a fresh database, so the rollup triggers (migrations 0003, 0005) run on both "
+        "sides (COPY fires them once per table, "
         "the upserts once per 5,000-row statement, their ON CONFLICT the UPDATE triggers too); "
         "both write the batch's pipeline_batches row in the same transaction; timed from "
         "connecting to the commit",

@@ -21,6 +21,8 @@ from tests.spark.helpers import (
     assert_survives_the_typed_topic,
     batches,
     golden,
+    golden_pages,
+    page_activity,
     produce,
     user_edit_counts,
     wiki_activity,
@@ -66,13 +68,18 @@ def test_the_aggregates_of_every_recording_equal_the_golden_values(
     produce(settings, events, per_transaction=500)
     run(spark, settings, available_now=True, retention=False)
 
-    expected_users, expected_wikis = golden(raw, window=settings.spark.windowing.duration)
+    window = settings.spark.windowing.duration
+    expected_users, expected_wikis = golden(raw, window=window)
+    expected_pages = golden_pages(raw, window=window)
     assert user_edit_counts(settings) == expected_users
     assert wiki_activity(settings) == expected_wikis
+    assert page_activity(settings) == expected_pages
     data_batch = batches(settings)[0]
     assert data_batch["query_name"] == QUERY_NAME and data_batch["batch_id"] == 0
     assert data_batch["input_rows"] == len(events)
-    assert data_batch["rows_written"] == len(expected_users) + len(expected_wikis)
+    assert data_batch["rows_written"] == (
+        len(expected_users) + len(expected_wikis) + len(expected_pages)
+    )
     assert data_batch["max_event_time"] == max(event.event_time for event in events)
     assert data_batch["rows_dropped_by_watermark"] == 0
 

@@ -1,0 +1,104 @@
+"""trending_pages() (migration 0006) over page_activity rows written by hand, the expected
+scores worked out by hand from the formula: editors × (edits + 1) / (expected + 1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.config import Settings
+from tests.spark.fixtures import JobSettings
+from tests.spark.helpers import query
+
+pytestmark = pytest.mark.integration
+
+#: The end of the horizon: what the callers pass (the newest window_end they know).
+AT = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+INSERT = (
+    "INSERT INTO page_activity (window_start, window_end, wiki, namespace, title, server_name, "
+    "edits, editors, bot_edits, anonymous_edits, bytes_added, bytes_removed, new_page, "
+    "editor_names, bot_names) VALUES (%s, %s, 'itwiki', 0, %s, 'it.wikipedia.org', %s, %s, %s, "
+    "0, 0, 0, false, %s, %s)"
+)
+TRENDING = "SELECT title, edits, editors, expected, score FROM trending_pages(%s, with_bots => %s)"
+
+
+def edit(db: Settings, minutes_before: int, title: str, edits: int, names: list[str],
+         bots: tuple[str, ...] = ()) -> None:  # fmt: skip
+    start = AT - minutes_before * MINUTE
+    bot_edits = edits if bots and set(names) == set(bots) else len(bots)
+    query(db, INSERT, (start, start + MINUTE, title, edits, len(names), bot_edits, sorted(names),
+                       sorted(bots)))  # fmt: skip
+
+
+@pytest.fixture
+def db(job_settings: JobSettings) -> Settings:
+    settings = job_settings()
+    # "Roma": one edit a minute all day and now, by three editors in turn: its usual pace.
+    query(
+        settings,
+        "INSERT INTO page_activity (window_start, window_end, wiki, namespace, title, "
+        "server_name, edits, editors, bot_edits, anonymous_edits, bytes_added, bytes_removed, "
+        "new_page, editor_names, bot_names) "
+        "SELECT %(at)s - m * interval '1 minute', %(at)s - (m - 1) * interval '1 minute', "
+        "'itwiki', 0, 'Roma', 'it.wikipedia.org', 1, 1, 0, 0, 0, 0, false, "
+        "ARRAY[(ARRAY['Ada', 'Bruno', 'Carla'])[m %% 3 + 1]], '{}' "
+        "FROM generate_series(1, 24 * 60 + 15) AS m",
+        {"at": AT},
+    )
+    # "Pisa": nothing before; 6 edits by 4 people in the last 5 minutes.
+    edit(settings, 5, "Pisa", 2, ["Dario", "Elena"])
+    edit(settings, 3, "Pisa", 1, ["Dario"])
+    edit(settings, 2, "Pisa", 2, ["Fabio", "Elena"])
+    edit(settings, 1, "Pisa", 1, ["Gina"])
+    # "Bari": one editor's 30 quick saves.
+    for minute in range(1, 11):
+        edit(settings, minute, "Bari", 3, ["Ugo"])
+    # "Lecce": 20 edits by four bots.
+    edit(settings, 4, "Lecce", 20, ["Bot-A", "Bot-B", "Bot-C", "Bot-D"],
+         ("Bot-A", "Bot-B", "Bot-C", "Bot-D"))  # fmt: skip
+    # "Siena": two people and a bot; and an edit 16 minutes ago, before the horizon.
+    edit(settings, 2, "Siena", 3, ["Anna", "Bot-X", "Ivo"], ("Bot-X",))
+    edit(settings, 16, "Siena", 1, ["Anna"])
+    return settings
+
+
+def test_a_sudden_burst_by_several_people_trends_and_a_pages_usual_pace_scores_low(
+    db: Settings,
+) -> None:
+    # Pisa: editors 4, edits 6, expected 0: 4 × 7 / 1 = 28.
+    # Roma: editors 3, edits 15; 1440 edits in the 24 hours before: expected
+    # 1440 × 15 / 1440 = 15; 3 × 16 / 16 = 3.
+    # Bari (one editor), Lecce (bots only) and Siena (two people, the bot left out) do not.
+    assert query(db, TRENDING, (AT, False)) == [
+        ("Pisa", 6, 4, 0.0, 28.0),
+        ("Roma", 15, 3, 15.0, 3.0),
+    ]
+
+
+def test_with_bots_the_bots_count(db: Settings) -> None:
+    # Lecce: 4 × 21 / 1 = 84. Siena: 3 editors, 3 edits in the horizon, 1 before it (expected
+    # 1 × 15 / 1440): 3 × 4 / (1 + 15 / 1440) = 12 × 1440 / 1455.
+    rows = query(db, TRENDING, (AT, True))
+    assert [row[:4] for row in rows] == [
+        ("Lecce", 20, 4, 0.0),
+        ("Pisa", 6, 4, 0.0),
+        ("Siena", 3, 3, 15 / 1440),
+        ("Roma", 15, 3, 15.0),
+    ]
+    assert [row[4] for row in rows] == pytest.approx([84.0, 28.0, 12 * 1440 / 1455, 3.0])
+
+
+def test_the_knobs_horizon_baseline_editors_and_rows(db: Settings) -> None:
+    # A 2-minute horizon holds Pisa's last two minutes only: Elena, Fabio, Gina; 3 edits.
+    # Its past (the day before) holds its 3 earlier edits: expected 3 × 2 / 1440.
+    rows = query(
+        db,
+        "SELECT title, edits, editors, expected FROM trending_pages(%s, interval '2 minutes', "
+        "interval '24 hours', min_editors => 3, max_rows => 1)",
+        (AT,),
+    )
+    assert rows == [("Pisa", 3, 3, 3 * 2 / 1440)]
+    assert query(db, "SELECT title FROM trending_pages(%s, min_editors => 5)", (AT,)) == []
