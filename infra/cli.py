@@ -9,8 +9,8 @@ status              each component: running or not, pid, address, health (exit 1
                     end-to-end freshness; the consumer lag of the normalizer and the Spark job
 logs [component]    follow a component's log
 psql [args...]      psql on the configured database, arguments passed through
-test [pytest args]  the full test suite, on its own services, state and ports (two pytest-xdist
-                    workers unless the arguments choose, e.g. -n 0)
+test [pytest args]  the full test suite, on its own services, state and ports (pytest-xdist
+                    workers as the memory allows unless the arguments choose, e.g. -n 0)
 record [--minutes N | --events N] [--since TIME] [--out FILE] [--force]
                     record the stream at ingestion.wikimedia.url to NDJSON (infra/replay/record.py)
 """
@@ -182,13 +182,13 @@ def ensure_browser() -> None:
             )
 
 
-#: pytest-xdist's options for the suite: two workers, each group of tests that share a service on
-#: one of them (tests/conftest.py, SERVICE_GROUPS). The suite mostly waits for processes to start
-#: and for Spark's triggers, so the groups' waits overlap (tests/README.md, Running it).
-PARALLEL = ("--numprocesses", "2", "--dist", "loadgroup")
-#: Two workers' stacks side by side peak at ~6.5 GB (measured here): below this much memory the
-#: suite runs in one process.
-PARALLEL_MEMORY = 8 << 30
+#: pytest-xdist's workers for the suite, by the machine's memory: (at least this much, workers).
+#: Each group of tests that share a service runs on one worker (tests/conftest.py,
+#: SERVICE_GROUPS). The suite mostly waits for processes to start and for Spark's triggers, so
+#: the groups' waits overlap (tests/README.md, Running it). Two workers' stacks side by side
+#: peak at ~6.5 GB, three (the two fault stacks apart) at ~9 GB (measured here); below 8 GB
+#: the suite runs in one process.
+PARALLEL_WORKERS = ((12 << 30, 3), (8 << 30, 2))
 #: An argument by which a user chooses the parallelism (``-n 0``: one process, as plain pytest).
 PARALLEL_CHOSEN = re.compile(r"^(-n|--numprocesses|--dist)(=|\d|$)|no:xdist$")
 
@@ -198,12 +198,14 @@ def total_memory() -> int:
 
 
 def pytest_command(pytest_args: Sequence[str], memory: int | None = None) -> list[str]:
-    """The suite's pytest command: PARALLEL on a machine with PARALLEL_MEMORY (``memory``
-    bytes; default: this machine's), unless the arguments choose otherwise."""
+    """The suite's pytest command: the PARALLEL_WORKERS this machine's memory (``memory``
+    bytes; default: this machine's) allows, with ``--dist loadgroup``, unless the arguments
+    choose otherwise."""
     chosen = any(PARALLEL_CHOSEN.search(arg) for arg in pytest_args)
-    enough = (total_memory() if memory is None else memory) >= PARALLEL_MEMORY
-    parallel = PARALLEL if enough and not chosen else ()
-    return [sys.executable, "-m", "pytest", *parallel, *pytest_args]
+    available = total_memory() if memory is None else memory
+    workers = next((n for least, n in PARALLEL_WORKERS if available >= least), 0)
+    parallel = ("--numprocesses", str(workers), "--dist", "loadgroup") if workers else ()
+    return [sys.executable, "-m", "pytest", *(() if chosen else parallel), *pytest_args]
 
 
 def cmd_test(_: Stack | None, args: argparse.Namespace) -> int:

@@ -434,13 +434,14 @@ def test_logs_names_each_broker_of_the_cluster(
         (["-p", "no:xdist"], False),
     ],
 )
-def test_the_suite_runs_two_workers_unless_the_arguments_choose(
+def test_the_suite_runs_workers_by_the_memory_unless_the_arguments_choose(
     args: list[str], parallel: bool
 ) -> None:
-    command = cli.pytest_command(args, memory=16 << 30)
-    assert command[1:3] == ["-m", "pytest"]
-    expected = ["--numprocesses", "2", "--dist", "loadgroup"] if parallel else []
-    assert command[3:] == [*expected, *args]
+    for memory, workers in ((16 << 30, "3"), (12 << 30, "3"), (10 << 30, "2"), (8 << 30, "2")):
+        command = cli.pytest_command(args, memory=memory)
+        assert command[1:3] == ["-m", "pytest"]
+        expected = ["--numprocesses", workers, "--dist", "loadgroup"] if parallel else []
+        assert command[3:] == [*expected, *args], memory
     # A 4 GB machine runs the suite in one process: two stacks side by side would not fit.
     assert cli.pytest_command(args, memory=4 << 30)[3:] == args
 
