@@ -28,10 +28,10 @@ pytest_plugins = ("tests.spark.fixtures",)
 TEST_PASSWORD = "test-password-Ω"
 
 #: The fixtures that start services, and the xdist group of every test that uses one (directly or
-#: through another fixture). ``./infra/wikipulse test`` runs two pytest-xdist workers with
-#: ``--dist loadgroup`` (see infra/cli.py): a group runs on one worker, so each of these services
-#: is started once per run, and the groups' waits overlap. Tests that use none run wherever a
-#: worker is free.
+#: through another fixture). ``./infra/wikipulse test`` runs pytest-xdist workers with
+#: ``--dist loadgroup`` (infra/cli.py, PARALLEL_WORKERS): a group runs on one worker, so each
+#: of these services is started once per run, and the groups' waits overlap. Tests that use
+#: none run wherever a worker is free.
 SERVICE_GROUPS = {
     # The cluster layout's stack (tests/faults/test_cluster.py), beside the single-node one; first:
     # its fault tests use the fault suite's results too, and belong with their stack.
