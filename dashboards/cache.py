@@ -84,6 +84,11 @@ def top_wikis(span: Span, wikis: tuple[str, ...], bots: bool) -> pd.DataFrame:
     return queries.top_wikis(engine(), span=span, wikis=wikis, bots=bots)
 
 
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def trending_pages(wikis: tuple[str, ...]) -> pd.DataFrame:
+    return queries.trending_pages(engine(), wikis=wikis)
+
+
 @st.cache_data(ttl=_TTL, show_spinner=False, max_entries=200)  # user names are free text
 def user_history(span: Span, user: str) -> pd.DataFrame:
     return queries.user_history(engine(), span=span, user=user)

@@ -46,6 +46,9 @@ DIRECT_LIMIT = timedelta(hours=2)
 #: Rows of the top tables.
 TOP_CONTRIBUTORS = 50
 TOP_WIKIS = 20
+TRENDING = 10
+#: How far back the trending pages' sparklines go (from the newest minute).
+SPARKLINE = timedelta(hours=1)
 #: Users fetched per bucket in the first round of the threshold algorithm (then x4).
 FIRST_DEPTH = 100
 
@@ -329,6 +332,49 @@ def top_wikis(
     frame = frame.astype({c: "int64" for c in ("edits", "bot_edits", "new_pages", "bytes_added")})
     if not bots:
         frame["edits"] = frame["edits"] - frame["bot_edits"]
+    return frame
+
+
+# ---- now: trending pages ---------------------------------------------------------------------
+
+
+def trending_pages(
+    engine: Engine, *, wikis: Sequence[str] = (), limit: int = TRENDING
+) -> pd.DataFrame:
+    """Columns ``wiki``, ``namespace``, ``title``, ``server_name``, ``edits``, ``editors``,
+    ``expected``, ``score``, ``last_hour`` (the page's edits per minute over the
+    :data:`SPARKLINE` before the newest minute, oldest first): the pages trending now, bots left
+    out, as migration 0006's ``trending_pages()`` scores them, in event time (its horizon ends
+    at the newest minute of page_activity). ``frame.attrs["at"]``: that minute's end."""
+    columns = ["wiki", "namespace", "title", "server_name", "edits", "editors", "expected",
+               "score"]  # fmt: skip
+    [(at,)] = _rows(engine, sql.NEWEST_PAGE_MINUTE, {})
+    rows = [] if at is None else _rows(
+        engine,
+        sql.TRENDING_PAGES,
+        # A wiki filter is applied to the scored list: score enough pages for it.
+        {"at": at, "wikis": list(wikis), "scan": 20 * limit if wikis else limit, "limit": limit},
+    )  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns).astype(
+        {"namespace": "int64", "edits": "int64", "editors": "int64", "expected": "float64",
+         "score": "float64"}
+    )  # fmt: skip
+    frame.attrs["at"] = at
+    if frame.empty:
+        frame["last_hour"] = pd.Series(dtype=object)
+        return frame
+    minutes = _rows(
+        engine,
+        sql.PAGE_MINUTES,
+        {"wikis": frame["wiki"].tolist(), "namespaces": frame["namespace"].tolist(),
+         "titles": frame["title"].tolist(), "start": at - SPARKLINE, "end": at},
+    )  # fmt: skip
+    slots, first = int(SPARKLINE / MINUTE), at - SPARKLINE
+    pages = list(zip(frame["wiki"], frame["namespace"], frame["title"], strict=True))
+    series = {page: [0] * slots for page in pages}
+    for wiki, namespace, title, start, edits in minutes:
+        series[(wiki, namespace, title)][int((start - first) / MINUTE)] = int(edits)
+    frame["last_hour"] = [series[page] for page in pages]
     return frame
 
 

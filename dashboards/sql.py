@@ -11,10 +11,16 @@ for the minutes at its edges: the ``m1``/``m2`` (minutes), ``h1``/``h2`` (hours)
 
 from __future__ import annotations
 
-from app.contract import TABLE_PIPELINE_BATCHES, TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY
+from app.contract import (
+    TABLE_PAGE_ACTIVITY,
+    TABLE_PIPELINE_BATCHES,
+    TABLE_USER_EDIT_COUNTS,
+    TABLE_WIKI_ACTIVITY,
+)
 
 #: The base tables (the contract's names; the rollups of migration 0003 are the dashboard's own).
 USERS, WIKIS, BATCHES = TABLE_USER_EDIT_COUNTS, TABLE_WIKI_ACTIVITY, TABLE_PIPELINE_BATCHES
+PAGES = TABLE_PAGE_ACTIVITY
 
 #: With bots excluded, per-user panels hide accounts named like bots: user_edit_counts carries
 #: no bot flag. A PostgreSQL regular expression, case-insensitive: "bot" ending a word.
@@ -198,6 +204,29 @@ USER_HOURS = """
 SELECT bucket, edits FROM user_edit_rollup
 WHERE user_name = :user AND grain = 'hour' AND bucket >= :start AND bucket < :end
 ORDER BY bucket
+"""
+
+
+# ---- now: trending pages (migration 0006's trending_pages()) ----------------------------------
+
+#: The end of the newest minute of page_activity: "now" in event time.
+NEWEST_PAGE_MINUTE = f"SELECT max(window_end) FROM {PAGES}"
+
+TRENDING_PAGES = """
+SELECT wiki, namespace, title, server_name, edits, editors, expected, score
+FROM trending_pages(at => :at, with_bots => false, max_rows => :scan)
+WHERE cardinality(CAST(:wikis AS TEXT[])) = 0 OR wiki = ANY(CAST(:wikis AS TEXT[]))
+ORDER BY score DESC, edits DESC, wiki, namespace, title
+LIMIT :limit
+"""
+
+#: Human edits per minute of the given pages (parallel arrays of wiki, namespace, title).
+PAGE_MINUTES = f"""
+SELECT p.wiki, p.namespace, p.title, p.window_start, p.edits - p.bot_edits
+FROM {PAGES} AS p
+JOIN unnest(CAST(:wikis AS TEXT[]), CAST(:namespaces AS INTEGER[]), CAST(:titles AS TEXT[]))
+    AS page (wiki, namespace, title) USING (wiki, namespace, title)
+WHERE p.window_start >= :start AND p.window_start < :end
 """
 
 

@@ -345,5 +345,20 @@ def linked_name(user: str) -> str:
     return f"{contributions_url(user)}#{quote(user, safe='')}"
 
 
-#: LinkColumn's display_text: the fragment of :func:`linked_name`.
+def page_url(server_name: str, title: str) -> str:
+    """The page on its wiki: ``https://<server_name>/wiki/<title>``, spaces as underscores."""
+    from urllib.parse import quote
+
+    return f"https://{server_name}/wiki/{quote(title.replace(' ', '_'), safe=':/')}"
+
+
+def linked_page(server_name: str, title: str) -> str:
+    """:func:`page_url` with the title as its fragment, as :func:`linked_name` does: a table's
+    link column shows the title and opens the page."""
+    from urllib.parse import quote
+
+    return f"{page_url(server_name, title)}#{quote(title, safe='')}"
+
+
+#: LinkColumn's display_text: the fragment of :func:`linked_name` and :func:`linked_page`.
 LINK_DISPLAY = r"^[^#]*#(.*)$"

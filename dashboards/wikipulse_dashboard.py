@@ -305,6 +305,68 @@ def timeline_panel() -> None:
         st.caption("Each point is an hour's average per minute.")
 
 
+# ---- now: trending pages ---------------------------------------------------------------------
+
+
+@st.fragment(run_every=REFRESH)
+def trending_panel() -> None:
+    st.subheader("Trending now")
+    try:
+        trending = cache.trending_pages(filters.wikis)
+    except DashboardError as problem:
+        problem_message(problem)
+        return
+    at = trending.attrs.get("at")
+    if trending.empty:
+        st.info(
+            "No page is trending: none had edits by at least three people (bots left out) in "
+            "the last 15 minutes" + (f" before {at:%Y-%m-%d %H:%M} UTC." if at is not None else ".")
+        )
+        return
+    table = pd.DataFrame(
+        {
+            "page": [
+                view.linked_page(server, title)
+                for server, title in zip(trending["server_name"], trending["title"], strict=True)
+            ],
+            "wiki": trending["wiki"],
+            "edits": trending["edits"],
+            "editors": trending["editors"],
+            "last hour": trending["last_hour"],
+            "score": trending["score"],
+        }
+    )
+    with st.container(key="trending"):
+        st.dataframe(
+            table,
+            hide_index=True,
+            key="trending_pages",
+            column_config={
+                "page": st.column_config.LinkColumn(
+                    "page", display_text=view.LINK_DISPLAY, help="Opens the page on its wiki"
+                ),
+                "edits": st.column_config.NumberColumn(
+                    format="localized", help="In the last 15 minutes, bots left out"
+                ),
+                "editors": st.column_config.NumberColumn(
+                    help="Distinct editors in the last 15 minutes, bots left out"
+                ),
+                "last hour": st.column_config.LineChartColumn(
+                    "last hour", y_min=0, help="Edits per minute over the last hour"
+                ),
+                "score": st.column_config.NumberColumn(
+                    format="%.1f",
+                    help="editors × (edits + 1) / (expected + 1), the expected edits from the "
+                    "page's own last 24 hours (alembic/README.md, trending_pages())",
+                ),
+            },
+        )
+    st.caption(
+        f"The last 15 minutes before {at:%H:%M} UTC (the newest minute aggregated), against "
+        "each page's own last 24 hours."
+    )
+
+
 # ---- top contributors, top wikis --------------------------------------------------------------
 
 
@@ -442,6 +504,7 @@ def user_panel() -> None:
 health_panel()
 kpi_panel()
 timeline_panel()
+trending_panel()
 left, right = st.columns(2, gap="large")
 with left:
     contributors_panel()

@@ -62,12 +62,33 @@ BATCHES: list[tuple[int, datetime, int, int, int, int | None]] = [
 ]
 
 
+#: (window_start, wiki, namespace, title, server_name, edits, bot_edits, editor_names,
+#: bot_names). The newest minute ends at 12:30, so trending's 15 minutes are [12:15, 12:30).
+PAGE_ACTIVITY: list[tuple[datetime, str, int, str, str, int, int, list[str], list[str]]] = [
+    # Four people, 7 edits, nothing before: 4 × 8 / 1 = 32.
+    (at(20, 12, 26), "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 2, 0, ["Amélie", "Bruno"], []),
+    (at(20, 12, 28), "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 3, 0, ["Bruno", "Chloé"], []),
+    (at(20, 12, 29), "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 2, 0, ["Denis"], []),
+    # Three people, 3 edits; 5 edits the day before: 3 × 4 / (1 + 5 × 15 / 1440).
+    (at(20, 11, 0), "enwiki", 1, "Talk:Tea", "en.wikipedia.org", 5, 0, ["Ann", "Ben", "Cy"], []),
+    (at(20, 12, 29), "enwiki", 1, "Talk:Tea", "en.wikipedia.org", 3, 0, ["Ann", "Ben", "Cy"], []),
+    # Bots only: not trending.
+    (at(20, 12, 29), "dewiki", 0, "Zugspitze", "de.wikipedia.org", 9, 9,
+     ["A-Bot", "B-Bot", "C-Bot"], ["A-Bot", "B-Bot", "C-Bot"]),
+    # Two people: not trending.
+    (at(20, 12, 20), "arwiki", 0, "القاهرة", "ar.wikipedia.org", 4, 0, ["Hana", "Omar"], []),
+]  # fmt: skip
+
+
 def insert(
     settings: Settings,
     *,
     users: list[tuple[datetime, str, int]] = USER_EDITS,
     wikis: list[tuple[datetime, str, int, int, int, int, int, int, int]] = WIKI_ACTIVITY,
     batches: list[tuple[int, datetime, int, int, int, int | None]] = BATCHES,
+    pages: list[tuple[datetime, str, int, str, str, int, int, list[str], list[str]]] = (
+        PAGE_ACTIVITY
+    ),
 ) -> None:
     connection = psycopg2.connect(**libpq_params(settings.postgres))
     try:
@@ -84,6 +105,18 @@ def insert(
                 "bot_edits, anonymous_edits, bytes_added, bytes_removed, events) VALUES %s",
                 [(start, start + MINUTE, *rest) for start, *rest in wikis],
             )
+            execute_values(
+                cursor,
+                "INSERT INTO page_activity (window_start, window_end, wiki, namespace, title, "
+                "server_name, edits, editors, bot_edits, anonymous_edits, bytes_added, "
+                "bytes_removed, new_page, editor_names, bot_names) VALUES %s",
+                [
+                    (start, start + MINUTE, wiki, namespace, title, server, edits, len(names),
+                     bot_edits, 0, 0, 0, False, names, bots)
+                    for start, wiki, namespace, title, server, edits, bot_edits, names, bots
+                    in pages
+                ],
+            )  # fmt: skip
             execute_values(
                 cursor,
                 "INSERT INTO pipeline_batches (query_name, batch_id, committed_at, "

@@ -242,3 +242,22 @@ def test_an_invalid_configuration_says_so(
     use_environ({**stack_env, "DASHBOARD_REFRESH_INTERVAL": "often"})
     page = run()
     assert "configuration is invalid" in texts(page.error)
+
+
+def test_the_pages_trending_now_link_to_their_wiki(page_env: Settings) -> None:
+    page = run()
+    trending = table(page, "score")
+    titles = [unquote(str(link).split("#", 1)[1]) for link in trending["page"]]
+    assert titles == ["Mont Blanc", "Talk:Tea"]  # bots' and two people's pages left out
+    assert [str(link).split("#", 1)[0] for link in trending["page"]] == [
+        "https://fr.wikipedia.org/wiki/Mont_Blanc",
+        "https://en.wikipedia.org/wiki/Talk:Tea",
+    ]
+    assert trending[["wiki", "edits", "editors"]].values.tolist() == [
+        ["frwiki", 7, 4],
+        ["enwiki", 3, 3],
+    ]
+    assert len(trending["last hour"].iloc[0]) == 60
+    assert "before 12:30 UTC" in texts(page.caption)
+    # The wiki filter applies here too.
+    assert table(run(wiki=["enwiki"]), "score")["wiki"].tolist() == ["enwiki"]

@@ -231,3 +231,30 @@ def test_the_last_hour_is_the_seeds_top_contributors_hourly(
         expected = execute(settings, "SELECT user_name, total_edits FROM top_contributors_hourly")
     assert list(got.itertuples(index=False, name=None)) == expected
     assert expected[0] == (seed.HOSTILE, 6)
+
+
+def test_trending_pages_are_scored_in_event_time_with_their_last_hour(
+    seeded: tuple[Settings, dict[str, str]],
+) -> None:
+    settings, _ = seeded
+    engine = queries.make_engine(settings.postgres)
+    try:
+        trending = queries.trending_pages(engine)
+        only_enwiki = queries.trending_pages(engine, wikis=["enwiki"])
+    finally:
+        engine.dispose()
+    # The seed's newest page minute ends at 12:30: the horizon is [12:15, 12:30), the
+    # sparkline's hour [11:30, 12:30). Scores worked out by hand in tests/dashboards/seed.py.
+    assert trending.attrs["at"] == datetime(2026, 6, 20, 12, 30, tzinfo=UTC)
+    assert trending[
+        ["wiki", "namespace", "title", "server_name", "edits", "editors"]
+    ].values.tolist() == [
+        ["frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 7, 4],
+        ["enwiki", 1, "Talk:Tea", "en.wikipedia.org", 3, 3],
+    ]
+    assert trending["score"].tolist() == pytest.approx([32.0, 12 / (1 + 5 * 15 / 1440)])
+    assert trending["expected"].tolist() == pytest.approx([0.0, 5 * 15 / 1440])
+    mont_blanc = [0] * 60
+    mont_blanc[56], mont_blanc[58], mont_blanc[59] = 2, 3, 2  # 12:26, 12:28, 12:29
+    assert trending["last_hour"].tolist() == [mont_blanc, [0] * 59 + [3]]
+    assert only_enwiki["title"].tolist() == ["Talk:Tea"]
