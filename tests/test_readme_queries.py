@@ -39,6 +39,13 @@ SELECT 'wikipulse_aggregates', b, now() - (10 - b) * INTERVAL '30 seconds', 3, 2
        now() - (10 - b) * INTERVAL '30 seconds' - INTERVAL '3 seconds',
        now() - (10 - b) * INTERVAL '30 seconds' - INTERVAL '2 minutes'
 FROM generate_series(0, 9) AS b;
+INSERT INTO page_activity (window_start, window_end, wiki, namespace, title, server_name, edits,
+                           editors, bot_edits, anonymous_edits, bytes_added, bytes_removed,
+                           new_page, editor_names, bot_names)
+SELECT date_trunc('minute', now()) - m * INTERVAL '1 minute',
+       date_trunc('minute', now()) - (m - 1) * INTERVAL '1 minute', 'enwiki', 0, 'Example',
+       'en.wikipedia.org', 3, 3, 0, 0, 30, 0, m = 5, ARRAY['Ann', 'Ben', 'Cy'], '{}'
+FROM generate_series(1, 5) AS m;
 """
 
 

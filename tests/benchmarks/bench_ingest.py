@@ -80,7 +80,7 @@ EVENTS = 30_000
 SMOKE_NORMALIZE_EVENTS = 500
 SMOKE_WORKER_EVENTS = 1_000
 NORMALIZE_ROUNDS, SMOKE_NORMALIZE_ROUNDS = 9, 3
-WORKER_ROUNDS, SMOKE_WORKER_ROUNDS = 5, 2
+WORKER_ROUNDS, SMOKE_WORKER_ROUNDS = 5, 1
 #: After a side's group is Stable: time for its assignment callbacks to end before the input
 #: appears (both sides wait it, untimed).
 SETTLE = 1.0

@@ -102,7 +102,7 @@ FAULTS: tuple[Fault, ...] = (
         "C6",
         "Rolling restart of the three brokers, cluster layout",
         "each broker in turn stopped (SIGTERM) and started again by `up`, the next one once no "
-        "partition is under-replicated, while events flow at a tenth of the pace",
+        "partition is under-replicated, while events flow at a twentieth of the pace",
     ),
 )
 FAULTS_BY_ID = {fault.id: fault for fault in FAULTS}
