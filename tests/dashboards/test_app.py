@@ -37,7 +37,8 @@ def metrics(page: AppTest) -> dict[str, tuple[str, str | None]]:
 
 
 def table(page: AppTest, column: str) -> pd.DataFrame:
-    [frame] = [d.value for d in page.dataframe if column in d.value.columns]
+    """The table whose first column is ``column`` (user, wiki, page)."""
+    [frame] = [d.value for d in page.dataframe if d.value.columns[0] == column]
     return frame
 
 
@@ -246,7 +247,7 @@ def test_an_invalid_configuration_says_so(
 
 def test_the_pages_trending_now_link_to_their_wiki(page_env: Settings) -> None:
     page = run()
-    trending = table(page, "score")
+    trending = table(page, "page")
     titles = [unquote(str(link).split("#", 1)[1]) for link in trending["page"]]
     assert titles == ["Mont Blanc", "Talk:Tea"]  # bots' and two people's pages left out
     assert [str(link).split("#", 1)[0] for link in trending["page"]] == [
@@ -260,4 +261,4 @@ def test_the_pages_trending_now_link_to_their_wiki(page_env: Settings) -> None:
     assert len(trending["last hour"].iloc[0]) == 60
     assert "before 12:30 UTC" in texts(page.caption)
     # The wiki filter applies here too.
-    assert table(run(wiki=["enwiki"]), "score")["wiki"].tolist() == ["enwiki"]
+    assert table(run(wiki=["enwiki"]), "page")["wiki"].tolist() == ["enwiki"]

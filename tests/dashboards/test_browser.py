@@ -112,7 +112,7 @@ def test_the_dashboard_renders_in_chromium(served: str, tmp_path: Path) -> None:
         assert first.inner_text().endswith("/Special:CentralAuth/BobBot#BobBot")
         # Trending now: the seed's pages in event time (June 2026), whatever the clock.
         trending = page.locator(".st-key-trending [data-testid=glide-cell-0-0]")
-        trending.wait_for(timeout=30_000)
+        trending.wait_for(state="attached", timeout=30_000)  # the grid's cells are hidden
         assert trending.inner_text() == "https://fr.wikipedia.org/wiki/Mont_Blanc#Mont%20Blanc"
         assert page.locator("[data-testid=stVegaLiteChart]").count() == 2
         labels = page.locator("[data-testid=stMetricLabel]").all_inner_texts()
