@@ -14,7 +14,8 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboards import cache, charts, view
+from dashboards import cache, charts, lookup, now, view
+from dashboards.messages import problem_message
 from dashboards.queries import DashboardError, SchemaMissing
 from dashboards.view import Filters, Span
 
@@ -128,10 +129,6 @@ def current_span() -> tuple[Span, bool]:
         span = view.resolve(Filters(), now=view.utcnow(), oldest=None)
         assert span is not None
     return span, view.comparable(filters)
-
-
-def problem_message(problem: DashboardError) -> None:
-    st.warning(f"This panel cannot be shown: {view.plain(str(problem))}")
 
 
 # ---- pipeline health --------------------------------------------------------------------------
@@ -305,66 +302,12 @@ def timeline_panel() -> None:
         st.caption("Each point is an hour's average per minute.")
 
 
-# ---- now: trending pages ---------------------------------------------------------------------
+# ---- now: what is happening on the wikis (dashboards/now.py) --------------------------------
 
 
 @st.fragment(run_every=REFRESH)
 def trending_panel() -> None:
-    st.subheader("Trending now")
-    try:
-        trending = cache.trending_pages(filters.wikis)
-    except DashboardError as problem:
-        problem_message(problem)
-        return
-    at = trending.attrs.get("at")
-    if trending.empty:
-        st.info(
-            "No page is trending: none had edits by at least three people (bots left out) in "
-            "the last 15 minutes" + (f" before {at:%Y-%m-%d %H:%M} UTC." if at is not None else ".")
-        )
-        return
-    table = pd.DataFrame(
-        {
-            "page": [
-                view.linked_page(server, title)
-                for server, title in zip(trending["server_name"], trending["title"], strict=True)
-            ],
-            "wiki": trending["wiki"],
-            "edits": trending["edits"],
-            "editors": trending["editors"],
-            "last hour": trending["last_hour"],
-            "score": trending["score"],
-        }
-    )
-    with st.container(key="trending"):
-        st.dataframe(
-            table,
-            hide_index=True,
-            key="trending_pages",
-            column_config={
-                "page": st.column_config.LinkColumn(
-                    "page", display_text=view.LINK_DISPLAY, help="Opens the page on its wiki"
-                ),
-                "edits": st.column_config.NumberColumn(
-                    format="localized", help="In the last 15 minutes, bots left out"
-                ),
-                "editors": st.column_config.NumberColumn(
-                    help="Distinct editors in the last 15 minutes, bots left out"
-                ),
-                "last hour": st.column_config.LineChartColumn(
-                    "last hour", y_min=0, help="Edits per minute over the last hour"
-                ),
-                "score": st.column_config.NumberColumn(
-                    format="%.1f",
-                    help="editors × (edits + 1) / (expected + 1), the expected edits from the "
-                    "page's own last 24 hours (alembic/README.md, trending_pages())",
-                ),
-            },
-        )
-    st.caption(
-        f"The last 15 minutes before {at:%H:%M} UTC (the newest minute aggregated), against "
-        "each page's own last 24 hours."
-    )
+    now.trending_panel(filters.wikis)
 
 
 # ---- top contributors, top wikis --------------------------------------------------------------
@@ -456,47 +399,12 @@ def wikis_panel() -> None:
         )
 
 
-# ---- user lookup ------------------------------------------------------------------------------
+# ---- user lookup (dashboards/lookup.py) ------------------------------------------------------
 
 
 @st.fragment(run_every=REFRESH)
 def user_panel() -> None:
-    st.subheader("User lookup")
-    name = (
-        st.text_input(
-            "User name",
-            key="user",
-            bind="query-params",
-            placeholder="Exact user name, e.g. InternetArchiveBot",
-        )
-        or ""
-    ).strip()
-    if not name:
-        return
-    try:
-        span, _ = current_span()
-        history = cache.user_history(span, name)
-    except DashboardError as problem:
-        problem_message(problem)
-        return
-    per = view.resolution(span)
-    if history.empty:
-        st.info(f"No edits by **{view.plain(name)}** in this range.")
-        return
-    st.metric(
-        "Edits in the range",
-        view.format_count(int(history["edits"].sum())),
-        help=f"Active {len(history):,} {per}s of the range",
-    )
-    st.altair_chart(
-        charts.user_history_chart(history, per=per),
-        width="stretch",
-        alt=f"Edits per {per} of the user",
-        key="user_history",
-    )
-    st.markdown(
-        f"[Contributions of {view.plain(name)} on every wiki]({view.contributions_url(name)})"
-    )
+    lookup.user_panel(current_span)
 
 
 # ---- the page ---------------------------------------------------------------------------------
