@@ -27,12 +27,13 @@ database (a copy of a database migrated to head: the real tables, indexes and tr
    written by the job's sink (``INSERT ... ON CONFLICT`` in pages of 5,000, one transaction,
    with the batch's ``pipeline_batches`` row) against ``COPY`` of the same rows into the same
    tables (and the same ``pipeline_batches`` row, in one transaction). Both write into the empty
-   tables of a fresh migrated database, so migration 0003's statement-level rollup triggers run
-   on both sides (COPY fires AFTER INSERT triggers with their transition tables). Timed from
-   connecting to the commit. Goal >= 0.35x.
+   tables of a fresh migrated database, so the statement-level rollup triggers of migrations
+   0003 and 0005 run on both sides (COPY fires AFTER INSERT triggers with their transition
+   tables). Timed from connecting to the commit. Goal >= 0.35x.
 
 After every round the benchmark checks that both sides did the same work: the same number of
-rows in each table, every event counted once in ``wiki_activity`` and in the rollups.
+rows in each table (``page_activity`` included), every event counted once in ``wiki_activity``
+and in the rollups, every page edit in ``page_activity_hourly``.
 
 Without ``--reuse-services`` it starts its own PostgreSQL and Kafka (a temporary home, free
 ports, like the test session); with it, it uses the running ones named by the configuration
