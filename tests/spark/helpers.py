@@ -270,16 +270,11 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def golden(
-    raw_lines: Iterable[bytes], *, window: timedelta = timedelta(minutes=1)
-) -> tuple[
-    dict[tuple[datetime, str], tuple[datetime, int]], dict[tuple[datetime, str], tuple[Any, ...]]
-]:
-    """(user_edit_counts, wiki_activity) as the tables should hold them, keyed like
-    :func:`user_edit_counts` and :func:`wiki_activity`."""
+def _changes(raw_lines: Iterable[bytes], window: timedelta) -> Iterator[tuple[Any, int]]:
+    """Each counted event of the raw JSON lines (first copies of a ``meta.id``, no canaries),
+    with the start of its window (epoch seconds) by its event time (``timestamp``, else
+    ``meta.dt``)."""
     seconds = int(window.total_seconds())
-    users: Counter[tuple[int, str]] = Counter()
-    wikis: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0] * len(WIKI_COUNTERS))
     seen: set[str] = set()
     for raw in raw_lines:
         event = json.loads(raw)
@@ -290,7 +285,35 @@ def golden(
             epoch = int(event["timestamp"])
         else:
             epoch = int(datetime.fromisoformat(event["meta"]["dt"]).timestamp())
-        start = epoch - epoch % seconds
+        yield event, epoch - epoch % seconds
+
+
+def _is_anonymous(event: Any) -> bool:
+    """An edit by an IP address or a temporary account, never a flagged bot."""
+    user = event.get("user")
+    named = user is not None and (_is_ip(user) or bool(TEMPORARY_ACCOUNT.match(user)))
+    return named and not event["bot"]
+
+
+def _bytes(event: Any) -> tuple[int, int]:
+    """(bytes added, bytes removed) by an edit: its length difference, split by sign."""
+    length = event.get("length") or {}
+    if length.get("new") is None:
+        return 0, 0
+    delta = length["new"] - (length.get("old") or 0)
+    return max(delta, 0), max(-delta, 0)
+
+
+def golden(
+    raw_lines: Iterable[bytes], *, window: timedelta = timedelta(minutes=1)
+) -> tuple[
+    dict[tuple[datetime, str], tuple[datetime, int]], dict[tuple[datetime, str], tuple[Any, ...]]
+]:
+    """(user_edit_counts, wiki_activity) as the tables should hold them, keyed like
+    :func:`user_edit_counts` and :func:`wiki_activity`."""
+    users: Counter[tuple[int, str]] = Counter()
+    wikis: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0] * len(WIKI_COUNTERS))
+    for event, start in _changes(raw_lines, window):
         is_edit = event["type"] in ("edit", "new")
         user = event.get("user")
         counters = wikis[(start, event["wiki"])]
@@ -302,13 +325,10 @@ def golden(
         counters[0] += 1
         counters[1] += event["type"] == "new"
         counters[2] += bool(event["bot"])
-        anonymous = user is not None and (_is_ip(user) or bool(TEMPORARY_ACCOUNT.match(user)))
-        counters[3] += anonymous and not event["bot"]
-        length = event.get("length") or {}
-        if length.get("new") is not None:
-            delta = length["new"] - (length.get("old") or 0)
-            counters[4] += max(delta, 0)
-            counters[5] += max(-delta, 0)
+        counters[3] += _is_anonymous(event)
+        added, removed = _bytes(event)
+        counters[4] += added
+        counters[5] += removed
 
     def bounds(start: int) -> tuple[datetime, datetime]:
         begin = datetime.fromtimestamp(start, UTC)
@@ -325,21 +345,11 @@ def golden_pages(
 ) -> dict[tuple[datetime, str, int, str], tuple[Any, ...]]:
     """page_activity as the table should hold it, keyed like :func:`page_activity`: per page and
     window, over its edits."""
-    seconds = int(window.total_seconds())
     pages: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-    seen: set[str] = set()
-    for raw in raw_lines:
-        event = json.loads(raw)
-        if event["meta"]["id"] in seen or event["meta"].get("domain") == "canary":
-            continue
-        seen.add(event["meta"]["id"])
+    for event, start in _changes(raw_lines, window):
         if event["type"] not in ("edit", "new"):
             continue
-        if event.get("timestamp") is not None:
-            epoch = int(event["timestamp"])
-        else:
-            epoch = int(datetime.fromisoformat(event["meta"]["dt"]).timestamp())
-        key = (epoch - epoch % seconds, event["wiki"], event["namespace"], event["title"])
+        key = (start, event["wiki"], event["namespace"], event["title"])
         page = pages.setdefault(
             key,
             {"server": event["server_name"], "edits": 0, "bots": 0, "anonymous": 0, "added": 0,
@@ -348,19 +358,15 @@ def golden_pages(
         user, bot = event.get("user"), bool(event["bot"])
         page["edits"] += 1
         page["bots"] += bot
-        page["anonymous"] += (
-            user is not None and (_is_ip(user) or bool(TEMPORARY_ACCOUNT.match(user))) and not bot
-        )
+        page["anonymous"] += _is_anonymous(event)
         page["new"] |= event["type"] == "new"
         if user is not None:
             page["editors"].add(user)
             if bot:
                 page["bot_names"].add(user)
-        length = event.get("length") or {}
-        if length.get("new") is not None:
-            delta = length["new"] - (length.get("old") or 0)
-            page["added"] += max(delta, 0)
-            page["removed"] += max(-delta, 0)
+        added, removed = _bytes(event)
+        page["added"] += added
+        page["removed"] += removed
     return {
         (datetime.fromtimestamp(start, UTC), wiki, namespace, title): (
             datetime.fromtimestamp(start, UTC) + window, p["server"], p["edits"],
