@@ -24,7 +24,8 @@ One streaming query (:func:`app.config.names.query_name`) over the typed topic o
 transactions) -> :func:`spark.transforms.known_schema_only` (records of another schema version
 are counted, never parsed) -> :func:`spark.transforms.parse_events` ->
 watermark -> :func:`spark.transforms.aggregate` -> ``foreachBatch``
-(:class:`spark.sink.PostgresSink`), output mode ``update``. A listener on the query's progress
+(:class:`spark.sink.PostgresSink`, then :class:`spark.alerts.AlertStep` over the minutes that
+closed), output mode ``update``. A listener on the query's progress
 completes each batch's ``pipeline_batches`` row and logs its line; a thread applies the
 retention every hour.
 """
@@ -57,6 +58,7 @@ from app.config import Settings, load_settings_or_exit, spark_interval
 from app.config.clients import spark_kafka_options
 from app.config.names import client_id, query_name, spark_checkpoint, spark_source
 from spark import CONNECTOR_JARS_DIR, QUERY_NAME
+from spark.alerts import AlertStep
 from spark.retention import RetentionThread
 from spark.session import build_session, connector_jars, driver_environment
 from spark.sink import BatchProgress, BatchRows, PostgresSink
@@ -261,8 +263,14 @@ def start(
         log.info("rebuild: from the earliest offset; forgot %d pipeline_batches rows", forgotten)
         starting_offsets = "earliest"
 
+    alerts = AlertStep(settings, sink) if settings.alerts.enabled else None
+
     def write(batch: DataFrame, batch_id: int) -> None:
         sink.write_batch(batch_id, BatchRows.split(batch.collect()))
+        # After the batch's commit, in a transaction of its own: a retried batch rewrites the
+        # same rows, and the step evaluates only minutes it has not evaluated yet.
+        if alerts is not None:
+            alerts.run()
 
     listener = ProgressListener(progress_sink, name, status=status)
     spark.streams.addListener(listener)

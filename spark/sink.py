@@ -278,7 +278,7 @@ class PostgresSink:
                 self._connection.close()
             self._connection = None
 
-    def _transaction(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+    def transaction(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
         """Run ``work`` in one transaction; on a lost connection reconnect and run it again."""
         for attempt, delay in enumerate((*self._retry_delays, None)):
             try:
@@ -323,7 +323,7 @@ class PostgresSink:
                  len(rows.page_activity)),
             )  # fmt: skip
 
-        self._transaction(work)
+        self.transaction(work)
 
     def record_progress(self, progress: BatchProgress) -> bool:
         """Fill in the progress columns of the batch's row, once; log the batch's line.
@@ -350,7 +350,7 @@ class PostgresSink:
             )
             return cursor.fetchone()
 
-        written = self._transaction(work)
+        written = self.transaction(work)
         if written is None:
             return False
         log.info(
@@ -382,4 +382,4 @@ class PostgresSink:
             )
             return int(cursor.rowcount)
 
-        return self._transaction(work)
+        return self.transaction(work)

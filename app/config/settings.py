@@ -405,6 +405,46 @@ class MonitoringSettings(_Section):
     enabled: bool
 
 
+class TrendingSettings(_Section):
+    """trending_pages()'s knobs (alembic/README.md), for the dashboard and page alerts."""
+
+    horizon: Duration
+    baseline: Duration
+    min_editors: PositiveInt
+    with_bots: bool
+    max_rows: PositiveInt
+    #: A page whose score reaches this opens a page_trending alert.
+    alert_score: Annotated[float, Field(gt=0)]
+
+
+class SpikeSettings(_Section):
+    """The per-wiki surge and drop rules (spark/spikes.py)."""
+
+    baseline: Duration
+    min_history: Duration
+    surge_min_edits: PositiveInt
+    surge_deviations: Annotated[float, Field(gt=0)]
+    surge_min_ratio: Annotated[float, Field(ge=1)]
+    drop_min_baseline: Annotated[float, Field(gt=0)]
+    drop_max_ratio: Annotated[float, Field(ge=0, lt=1)]
+    drop_minutes: PositiveInt
+
+
+class WebhookSettings(_Section):
+    urls: list[HttpUrl]
+    format: Literal["json", "slack"]
+    timeout: Duration
+    backoff: BackoffSettings
+    poll_interval: Duration
+
+
+class AlertsSettings(_Section):
+    enabled: bool
+    trending: TrendingSettings
+    spikes: SpikeSettings
+    webhooks: WebhookSettings
+
+
 class Settings(_Section):
     environment: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     wikipulse: WikipulseSection
@@ -415,6 +455,7 @@ class Settings(_Section):
     app: AppSettings
     dashboard: DashboardSettings
     monitoring: MonitoringSettings
+    alerts: AlertsSettings
 
     @property
     def home(self) -> Path:
