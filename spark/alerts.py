@@ -2,10 +2,13 @@
 evaluated, in event time, for per-wiki surges and drops (:mod:`spark.spikes`) and trending pages
 (``trending_pages()``, migration 0006), and the ``alerts`` table follows (migration 0007).
 
-A minute is closed once the watermark has passed it: no event of it can arrive any more, so its
-counts in ``wiki_activity`` and ``page_activity`` are final. With ``window`` and ``watermark``
-(``spark.windowing``), that is every minute starting at or before the newest minute in
-``wiki_activity`` minus both.
+A minute is closed once no event of it can be counted any more, so that its counts in
+``wiki_activity`` and ``page_activity`` are final. Spark drops an event as late when it is older
+than the watermark of the batch *before* its own (the late-event watermark, so that chained
+stateful operators agree), and that watermark trails the newest event time of the batches
+before that by ``spark.windowing.watermark``. So after a batch, every minute ending at or before
+(the newest minute written up to the *previous* step) − ``watermark`` is final: the step
+remembers that newest minute from one batch to the next.
 
 Everything the step knows between runs is in PostgreSQL — the open episodes in ``alerts``, the
 newest minute evaluated in ``alert_progress`` — and it writes its changes, their notifications
@@ -103,17 +106,21 @@ class AlertStep:
         stream_start, newest = _one(cursor)
         if newest is None:
             return StepReport()
-        closed_through = newest - self.delay
         # Serializes two jobs on one database (a v1 and a v2 job during a migration).
         cursor.execute(
-            "SELECT evaluated_through FROM alert_progress WHERE detector = %s FOR UPDATE",
+            "SELECT evaluated_through, newest_minute FROM alert_progress WHERE detector = %s "
+            "FOR UPDATE",
             (DETECTOR,),
         )
-        row = cursor.fetchone()
-        if row is None:
+        evaluated_through, newest_before = cursor.fetchone() or (None, None)
+        self._save_progress(cursor, evaluated_through, newest)
+        if newest_before is None:
+            return StepReport()
+        closed_through = newest_before - self.delay
+        if evaluated_through is None:
             first = max(stream_start, closed_through - self.settings.alerts.spikes.baseline)
         else:
-            first = row[0] + self.window
+            first = evaluated_through + self.window
         last = min(closed_through, first + self.window * (MAX_MINUTES_PER_STEP - 1))
         if last < first:
             return StepReport()
@@ -122,14 +129,7 @@ class AlertStep:
         changes = self._wiki_changes(cursor, minutes, stream_start)
         opened, closed = self._apply_wiki(cursor, changes)
         page_opened, page_closed = self._pages(cursor, minutes)
-        cursor.execute(
-            """
-            INSERT INTO alert_progress (detector, evaluated_through) VALUES (%s, %s)
-            ON CONFLICT (detector) DO UPDATE
-            SET evaluated_through = EXCLUDED.evaluated_through, updated_at = now()
-            """,
-            (DETECTOR, last),
-        )
+        self._save_progress(cursor, last, newest)
         report = StepReport(count, last, opened + page_opened, closed + page_closed)
         if report.opened or report.closed:
             log.info(
@@ -137,6 +137,20 @@ class AlertStep:
                 report.minutes, last.isoformat(), report.opened, report.closed,
             )  # fmt: skip
         return report
+
+    def _save_progress(
+        self, cursor: Cursor, evaluated_through: datetime | None, newest: datetime
+    ) -> None:
+        cursor.execute(
+            """
+            INSERT INTO alert_progress (detector, evaluated_through, newest_minute)
+            VALUES (%s, %s, %s)
+            ON CONFLICT (detector) DO UPDATE
+            SET evaluated_through = EXCLUDED.evaluated_through,
+                newest_minute = EXCLUDED.newest_minute, updated_at = now()
+            """,
+            (DETECTOR, evaluated_through, newest),
+        )
 
     # ---- wikis -------------------------------------------------------------------------------
 

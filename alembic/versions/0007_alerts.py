@@ -24,8 +24,9 @@ closed (an outbox: the alert step writes it in the transaction that changes the 
 notification is never lost nor made twice). ``alert_deliveries``: one row per notification and
 webhook URL, with its attempts, for the worker that POSTs them (app/alerts).
 
-``alert_progress``: the newest minute each detector has evaluated, written in the same
-transaction as the alerts it opened.
+``alert_progress``: the newest minute each detector has evaluated (null: none yet), and the
+newest minute ``wiki_activity`` held at its previous step (which tells the step what the
+watermark has closed since), written in the same transaction as the alerts it opened.
 """
 
 from collections.abc import Sequence
@@ -89,7 +90,8 @@ CREATE INDEX alert_deliveries_pending
 
 CREATE TABLE alert_progress (
     detector TEXT PRIMARY KEY,
-    evaluated_through TIMESTAMPTZ NOT NULL,
+    evaluated_through TIMESTAMPTZ,
+    newest_minute TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 """

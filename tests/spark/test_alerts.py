@@ -1,0 +1,174 @@
+"""The job's alert step (spark/alerts.py) on real Kafka, Spark and PostgreSQL: edits written by
+hand, minute by minute, through the typed topic and the job; the alerts, their notifications and
+deliveries as PostgreSQL holds them. Expected values worked out by hand in the comments."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from pyspark.sql import SparkSession
+
+from app.config import Settings
+from spark.alerts import idempotency_key
+from spark.job import run
+from tests.app.examples import current_edit, encoded
+from tests.spark.fixtures import JobSettings
+from tests.spark.helpers import produce, query, typed_events
+
+pytestmark = pytest.mark.integration
+
+MINUTE = timedelta(minutes=1)
+START = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
+HOOK = "http://127.0.0.1:9/wikipulse-alerts"
+_ids = itertools.count(1)
+
+ALERTS = (
+    "SELECT kind, wiki, namespace, title, window_start, window_end, detected_window_end, "
+    "observed, expected, closed_at IS NOT NULL FROM alerts ORDER BY id"
+)
+NOTIFICATIONS = (
+    "SELECT a.kind, coalesce(a.title, a.wiki), n.event, d.url, d.attempts, d.delivered_at "
+    "FROM alert_notifications AS n JOIN alerts AS a ON a.id = n.alert_id "
+    "LEFT JOIN alert_deliveries AS d ON d.notification_id = n.id ORDER BY n.id"
+)
+
+
+def minute(n: int) -> datetime:
+    return START + n * MINUTE
+
+
+def edit(at: datetime, wiki: str, title: str, user: str, *, bot: bool = False) -> bytes:
+    """One edit, in the current schema's shape (tests/app/examples.py), of ``title`` on
+    ``wiki`` (a Dutch or Frisian Wikipedia) by ``user`` at ``at``."""
+    event: dict[str, Any] = current_edit()
+    server = {"nlwiki": "nl.wikipedia.org", "fywiki": "fy.wikipedia.org"}[wiki]
+    event["meta"].update(
+        id=str(uuid.UUID(int=next(_ids))), dt=at.isoformat().replace("+00:00", "Z"),
+        domain=server, uri=f"https://{server}/wiki/{title}",
+    )  # fmt: skip
+    event.update(
+        wiki=wiki, server_name=server, server_url=f"https://{server}", namespace=0, title=title,
+        title_url=f"https://{server}/wiki/{title}", user=user, bot=bot,
+        timestamp=int(at.timestamp()),
+    )  # fmt: skip
+    return encoded(event)
+
+
+def per_minute(first: int, last: int, count: int) -> list[bytes]:
+    """``count`` edits of nlwiki in each of minutes ``first`` … ``last``, spread over it."""
+    return [
+        # each edit on a page of its own: nlwiki surges, none of its pages trends
+        edit(minute(n) + timedelta(seconds=60 * i / count), "nlwiki", f"Lemma {n}.{i}",
+             f"Redacteur {i % 5}")
+        for n in range(first, last + 1)
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def first_run_events() -> list[bytes]:
+    events = [
+        # nlwiki: 20 edits a minute, but 100 in minutes 45, 46 and 47.
+        *per_minute(0, 44, 20),
+        *per_minute(45, 47, 100),
+        *per_minute(48, 74, 20),
+        # fywiki's "Tulp": one edit, an hour of silence, then 6 edits by 4 people.
+        edit(minute(1), "fywiki", "Tulp", "Anke"),
+        *(edit(minute(m) + timedelta(seconds=s), "fywiki", "Tulp", name)
+          for m, s, name in ((62, 5, "Anke"), (62, 40, "Bauke"), (63, 10, "Climmy"),
+                             (64, 3, "Durk"), (64, 30, "Anke"), (65, 20, "Bauke"))),
+        # fywiki's "Mole": 20 edits by four bots in three minutes.
+        *(edit(minute(62 + i % 3) + timedelta(seconds=i), "fywiki", "Mole", f"Bot {i % 4}",
+               bot=True) for i in range(20)),
+    ]  # fmt: skip
+    return in_time_order(events)
+
+
+def in_time_order(events: list[bytes]) -> list[bytes]:
+    """As a live stream brings them (a replay in batches drops what comes minutes late)."""
+    return sorted(events, key=lambda event: orjson.loads(event)["meta"]["dt"])
+
+
+#: After the first run's events: nlwiki's surge, opened by minute 45, closed at minute 48.
+SURGE = ("wiki_surge", "nlwiki", None, None, minute(45), minute(48), minute(46), 100.0, 20.0,
+         True)  # fmt: skip
+#: Tulp at the end of minute 64: 5 edits by 4 people, 1 edit in the 24 hours before the
+#: horizon: expected 1 × 15 / 1440; 4 × 6 / (1 + 1/96) = 23.75 ≥ 20: opened, from its first edit
+#: in the horizon (minute 62). At the end of minute 71, its 6 edits: still trending.
+TULP = ("page_trending", "fywiki", 0, "Tulp", minute(62), minute(72), minute(65), 6.0,
+        pytest.approx(15 / 1440), False)  # fmt: skip
+#: Six minutes later (up to minute 77, horizon 63 … 77): the 2 edits of minute 62 are in the past
+#: now: 4 edits by 4 people, expected 3 × 15 / 1440; 4 × 5 / (1 + 1/32) = 19.4, over half the
+#: bar (10): it goes on.
+TULP_LATER = (*TULP[:5], minute(78), minute(65), 4.0, pytest.approx(45 / 1440), False)
+
+
+@pytest.fixture
+def settings(job_settings: JobSettings) -> Settings:
+    return job_settings(ALERTS_WEBHOOKS_URLS=f'["{HOOK}"]', POSTGRES_RETENTION_DAYS="100000")
+
+
+def write(settings: Settings, events: list[bytes]) -> None:
+    produce(settings, typed_events(events, received_at=minute(90)), per_transaction=500)
+
+
+def test_a_surge_and_a_trending_page_alert_once_across_restarts_and_replays(
+    spark: SparkSession, settings: Settings
+) -> None:
+    write(settings, first_run_events())
+    run(spark, settings, available_now=True, retention=False)
+
+    # The newest minute is 74: minutes up to 74 - 1 (window) - 2 (watermark) = 71 are closed;
+    # the first step starts 60 minutes (the baseline) before: at minute 11.
+    assert query(settings, "SELECT evaluated_through FROM alert_progress") == [(minute(71),)]
+    assert query(settings, ALERTS) == [SURGE, TULP]
+    notifications = [
+        ("wiki_surge", "nlwiki", "opened", HOOK, 0, None),
+        ("wiki_surge", "nlwiki", "closed", HOOK, 0, None),
+        ("page_trending", "Tulp", "opened", HOOK, 0, None),
+    ]
+    assert query(settings, NOTIFICATIONS) == notifications
+    ids = query(settings, "SELECT id FROM alerts ORDER BY id")
+
+    # A restart with six more steady minutes: the open episode goes on, nothing new.
+    write(settings, per_minute(75, 80, 20))
+    run(spark, settings, available_now=True, retention=False)
+    assert query(settings, "SELECT evaluated_through FROM alert_progress") == [(minute(77),)]
+    assert query(settings, ALERTS) == [SURGE, TULP_LATER]
+    assert query(settings, "SELECT id FROM alerts ORDER BY id") == ids
+    assert query(settings, NOTIFICATIONS) == notifications
+
+    # The aggregates rebuilt from the topic: every minute evaluated already, nothing new.
+    run(spark, settings, available_now=True, rebuild=True, retention=False)
+    assert query(settings, ALERTS) == [SURGE, TULP_LATER]
+    assert query(settings, NOTIFICATIONS) == notifications
+
+
+def test_a_replay_in_small_batches_finds_the_same_episodes(
+    spark: SparkSession, job_settings: JobSettings
+) -> None:
+    """The same events into a new database, 400 records a batch: the step runs after each
+    batch, from the stream's first minute on, and finds the same episodes, minute for minute
+    (so a webhook receives the same idempotency keys)."""
+    settings = job_settings(SPARK_MAX_OFFSETS_PER_TRIGGER="400")
+    write(settings, [*first_run_events(), *per_minute(75, 80, 20)])
+    run(spark, settings, available_now=True, retention=False)
+    assert query(settings, "SELECT count(*) > 4 FROM pipeline_batches") == [(True,)]
+    assert query(settings, ALERTS) == [SURGE, TULP_LATER]
+
+
+def test_the_idempotency_key_is_the_episodes_key_in_event_time() -> None:
+    key = idempotency_key("wiki_surge", "nlwiki", None, None, minute(45), "opened")
+    assert key == idempotency_key("wiki_surge", "nlwiki", None, None, minute(45), "opened")
+    assert len({
+        key,
+        idempotency_key("wiki_surge", "nlwiki", None, None, minute(45), "closed"),
+        idempotency_key("wiki_surge", "nlwiki", None, None, minute(46), "opened"),
+        idempotency_key("wiki_drop", "nlwiki", None, None, minute(45), "opened"),
+        idempotency_key("page_trending", "nlwiki", 0, "", minute(45), "opened"),
+    }) == 5  # fmt: skip
+    assert uuid.UUID(key).version == 5
