@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.config.names import QUERY_NAME
 from app.contract import (
+    TABLE_ALERTS,
     TABLE_PAGE_ACTIVITY,
     TABLE_PIPELINE_BATCHES,
     TABLE_USER_EDIT_COUNTS,
@@ -28,6 +29,7 @@ __all__ = [
     "CONNECTOR_JARS_DIR",
     "QUERY_NAME",
     "SCHEMA_CHECK",
+    "TABLE_ALERTS",
     "TABLE_PAGE_ACTIVITY",
     "TABLE_PIPELINE_BATCHES",
     "TABLE_USER_EDIT_COUNTS",

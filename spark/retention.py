@@ -26,6 +26,7 @@ from psycopg2.extensions import cursor as Cursor
 from app.config.clients import libpq_params
 from app.config.settings import PostgresSettings
 from spark import (
+    TABLE_ALERTS,
     TABLE_PAGE_ACTIVITY,
     TABLE_PIPELINE_BATCHES,
     TABLE_USER_EDIT_COUNTS,
@@ -43,6 +44,8 @@ TABLES = (
     (TABLE_PAGE_ACTIVITY, "window_start", True),
     ("page_activity_hourly", "hour", False),
     (TABLE_PIPELINE_BATCHES, "committed_at", False),
+    # An alert's notifications and deliveries go with it (ON DELETE CASCADE).
+    (TABLE_ALERTS, "window_start", False),
 )
 BATCH_ROWS = 5000
 INTERVAL = timedelta(hours=1)

@@ -48,6 +48,7 @@ TABLE_USER_EDIT_COUNTS = "user_edit_counts"
 TABLE_WIKI_ACTIVITY = "wiki_activity"
 TABLE_PAGE_ACTIVITY = "page_activity"
 TABLE_PIPELINE_BATCHES = "pipeline_batches"
+TABLE_ALERTS = "alerts"
 #: The counter columns of wiki_activity, in order (the Spark job computes and writes them).
 WIKI_ACTIVITY_COUNTERS = (
     "edits",
@@ -96,6 +97,7 @@ __all__ = [
     "SCHEMA_FILE",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
+    "TABLE_ALERTS",
     "TABLE_PAGE_ACTIVITY",
     "TABLE_PIPELINE_BATCHES",
     "TABLE_USER_EDIT_COUNTS",

@@ -23,7 +23,8 @@ MINUTE = timedelta(minutes=1)
 NEWEST = datetime(2024, 3, 31, 12, 0, tzinfo=UTC)
 #: NEWEST minus 30 days, by hand (2024 is a leap year: March 31 - 30 days = March 1).
 CUTOFF = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-PAGES = {"page_activity": 0, "page_activity_hourly": 0}  # none written by these tests
+#: Tables the first tests write nothing to.
+PAGES = {"page_activity": 0, "page_activity_hourly": 0, "alerts": 0}
 NOTHING = {"user_edit_counts": 0, "wiki_activity": 0, "pipeline_batches": 0, **PAGES}
 
 
@@ -160,6 +161,28 @@ def test_each_table_counts_from_its_own_newest_row(db: Settings) -> None:
     assert user_starts(db) == [CUTOFF, NEWEST]
     assert wiki_starts(db) == [wiki_cutoff, wiki_newest]
     assert batch_times(db) == [batches_cutoff, batches_newest]
+
+
+def test_an_alert_goes_with_its_notifications_and_deliveries(db: Settings) -> None:
+    for start in (CUTOFF - MINUTE, CUTOFF, NEWEST):
+        (alert,) = query(
+            db,
+            "INSERT INTO alerts (kind, wiki, window_start, window_end, detected_window_end, "
+            "observed, expected, deviation, score) "
+            "VALUES ('wiki_surge', 'enwiki', %s, %s, %s, 90, 20, 4.5, 15.6) RETURNING id",
+            (start, start + MINUTE, start + MINUTE),
+        )
+        (notification,) = query(
+            db,
+            "INSERT INTO alert_notifications (alert_id, event) VALUES (%s, 'opened') RETURNING id",
+            alert,
+        )
+        query(db, "INSERT INTO alert_deliveries (notification_id, url) VALUES (%s, 'http://h/')",
+              notification)  # fmt: skip
+    assert delete_expired(db.postgres)["alerts"] == 1
+    assert query(db, "SELECT window_start FROM alerts ORDER BY 1") == [(CUTOFF,), (NEWEST,)]
+    assert query(db, "SELECT count(*) FROM alert_notifications") == [(2,)]
+    assert query(db, "SELECT count(*) FROM alert_deliveries") == [(2,)]
 
 
 def test_the_retention_setting_and_an_explicit_retention(job_settings: JobSettings) -> None:
