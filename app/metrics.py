@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from app.alerts.payload import CLOSED, KINDS, OPENED
 from app.contract import Outcome
+
+#: wikipulse_webhook_deliveries_total's outcomes.
+DELIVERED, FAILED = "delivered", "failed"
 
 
 class WorkerMetrics:
@@ -54,6 +58,24 @@ class WorkerMetrics:
             "Now minus the event time of the last valid event, when it was processed.",
             registry=self.registry,
         )
+
+        self.alerts = Counter(
+            "wikipulse_alerts",
+            "Alerts opened and closed (by the Spark job's alert step), by kind.",
+            ["kind", "event"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "wikipulse_webhook_deliveries",
+            "Attempts at delivering an alert to a webhook, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        for kind in KINDS:  # exported from the start, at 0
+            for event in (OPENED, CLOSED):
+                self.alerts.labels(kind=kind, event=event)
+            for result in (DELIVERED, FAILED):
+                self.webhook_deliveries.labels(kind=kind, outcome=result)
 
     def count(self, outcome: Outcome, amount: int = 1) -> None:
         self.events.labels(outcome=outcome.value).inc(amount)

@@ -8,6 +8,8 @@
   each raw record into exactly one outcome: a typed event, a dead letter, or filtered /
   duplicate / canary, in batches, each batch's outputs, dedup changelog and raw offset
   committed in one Kafka transaction.
+- ``deliver_alerts`` (a timer, on the leader only, :mod:`app.alerts`) POSTs the alerts the Spark
+  job opened and closed to the configured webhooks.
 - The web server serves ``/metrics`` (Prometheus) and ``/health``.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 
 import faust
 
+from app.alerts.webhooks import install as install_webhooks
 from app.config import Settings, get_settings
 from app.config.clients import faust_broker_options
 from app.config.names import client_id, worker_datadir
@@ -77,6 +80,9 @@ class Worker:
         # starts a service instance as it does a class: App._prepare_subservice; the annotation
         # of App.service names classes only.)
         app.service(self.normalizer)  # type: ignore[arg-type]
+        if self.settings.alerts.enabled:
+            # On the leader only, like the SSE connection (app/alerts).
+            install_webhooks(app, self.settings, self.metrics)
 
         # Faust makes a View class of each function; it is called with the view and request.
         async def metrics(view: Any, request: Any) -> Any:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
+from app.contract.pages import page_url
+
 MINUTE = timedelta(minutes=1)
 TEN_MINUTES = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
@@ -345,16 +347,9 @@ def linked_name(user: str) -> str:
     return f"{contributions_url(user)}#{quote(user, safe='')}"
 
 
-def page_url(server_name: str, title: str) -> str:
-    """The page on its wiki: ``https://<server_name>/wiki/<title>``, spaces as underscores."""
-    from urllib.parse import quote
-
-    return f"https://{server_name}/wiki/{quote(title.replace(' ', '_'), safe=':/')}"
-
-
 def linked_page(server_name: str, title: str) -> str:
-    """:func:`page_url` with the title as its fragment, as :func:`linked_name` does: a table's
-    link column shows the title and opens the page."""
+    """:func:`app.contract.pages.page_url` with the title as its fragment, as
+    :func:`linked_name` does: a table's link column shows the title and opens the page."""
     from urllib.parse import quote
 
     return f"{page_url(server_name, title)}#{quote(title, safe='')}"

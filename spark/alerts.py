@@ -25,7 +25,6 @@ up the aggregates.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,20 +33,11 @@ from typing import Any
 
 import psycopg2.extensions
 
+from app.alerts.payload import CLOSED, OPENED, PAGE_TRENDING, WIKI_DROP, WIKI_SURGE
 from app.config.settings import Settings
 from spark import TABLE_PAGE_ACTIVITY, TABLE_WIKI_ACTIVITY
 from spark.sink import PostgresSink
-from spark.spikes import (
-    CLOSED,
-    OPENED,
-    PAGE_TRENDING,
-    UPDATED,
-    WIKI_DROP,
-    WIKI_SURGE,
-    Change,
-    Episode,
-    evaluate_wiki,
-)
+from spark.spikes import UPDATED, Change, Episode, evaluate_wiki
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +46,9 @@ DETECTOR = "alerts"
 MAX_MINUTES_PER_STEP = 240
 #: trending_pages()'s max_rows when the step asks: every page over the alert's bar.
 TRENDING_ROWS = 1000
-#: The namespace for the idempotency keys webhooks receive (uuid5 of an episode's key).
-IDEMPOTENCY_NAMESPACE = uuid.UUID("0f6d3c1e-5b7a-4c52-9a0e-7d1f2f8f1a16")
 
 Cursor = psycopg2.extensions.cursor
 PageKey = tuple[str, int, str]
-
-
-def idempotency_key(
-    kind: str, wiki: str, namespace: int | None, title: str | None, window_start: datetime,
-    event: str,
-) -> str:  # fmt: skip
-    """The same for every delivery of one notification of one episode, wherever and however
-    often it is evaluated: its key in event time, and ``opened`` or ``closed``."""
-    name = "\x1f".join(
-        (kind, wiki, "" if namespace is None else str(namespace), title or "",
-         window_start.isoformat(), event)
-    )  # fmt: skip
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, name))
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from app.alerts.payload import CLOSED, OPENED, WIKI_DROP, WIKI_SURGE
 from app.config.settings import SpikeSettings
 
-WIKI_SURGE = "wiki_surge"
-WIKI_DROP = "wiki_drop"
-PAGE_TRENDING = "page_trending"
-#: Every kind of alert, as the alerts table's CHECK lists them.
-KINDS = (WIKI_SURGE, WIKI_DROP, PAGE_TRENDING)
-
-OPENED, UPDATED, CLOSED = "opened", "updated", "closed"
+UPDATED = "updated"
 #: The scale that makes a MAD estimate a normal distribution's standard deviation.
 MAD_SCALE = 1.4826
 

@@ -14,7 +14,6 @@ import pytest
 from pyspark.sql import SparkSession
 
 from app.config import Settings
-from spark.alerts import idempotency_key
 from spark.job import run
 from tests.app.examples import current_edit, encoded
 from tests.spark.fixtures import JobSettings
@@ -159,16 +158,3 @@ def test_a_replay_in_small_batches_finds_the_same_episodes(
     run(spark, settings, available_now=True, retention=False)
     assert query(settings, "SELECT count(*) > 4 FROM pipeline_batches") == [(True,)]
     assert query(settings, ALERTS) == [SURGE, TULP_LATER]
-
-
-def test_the_idempotency_key_is_the_episodes_key_in_event_time() -> None:
-    key = idempotency_key("wiki_surge", "nlwiki", None, None, minute(45), "opened")
-    assert key == idempotency_key("wiki_surge", "nlwiki", None, None, minute(45), "opened")
-    assert len({
-        key,
-        idempotency_key("wiki_surge", "nlwiki", None, None, minute(45), "closed"),
-        idempotency_key("wiki_surge", "nlwiki", None, None, minute(46), "opened"),
-        idempotency_key("wiki_drop", "nlwiki", None, None, minute(45), "opened"),
-        idempotency_key("page_trending", "nlwiki", 0, "", minute(45), "opened"),
-    }) == 5  # fmt: skip
-    assert uuid.UUID(key).version == 5

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.alerts.payload import CLOSED, OPENED, WIKI_DROP, WIKI_SURGE
 from app.config import load_settings
-from spark.spikes import CLOSED, OPENED, UPDATED, WIKI_DROP, WIKI_SURGE, evaluate_wiki
+from spark.spikes import UPDATED, evaluate_wiki
 
 MINUTE = timedelta(minutes=1)
 START = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)
