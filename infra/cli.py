@@ -134,6 +134,8 @@ def _print_status(stack: Stack) -> bool:
     _say(f"  freshness: {stack.freshness()}")
     for line in stack.lag():
         _say(f"  {line}")
+    for line in stack.alerts():
+        _say(f"  {line}")
     return all_up
 
 

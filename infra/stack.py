@@ -14,7 +14,9 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.errors
 
+from app.alerts.store import delivery_summary
 from app.config import Settings
+from app.config.clients import libpq_params
 from infra.component import Component, ComponentState, Progress, format_age, quiet
 from infra.dashboard import LocalDashboard
 from infra.home import Home
@@ -181,6 +183,22 @@ class Stack:
         if self.settings.kafka.runs_locally and self.kafka.pid() is None:
             return ["lag: unknown (Kafka is not running)"]
         return status_lines(consumer_lag(self.settings))
+
+    def alerts(self) -> list[str]:
+        """The open alerts by kind and the webhooks' deliveries (:mod:`app.alerts.store`)."""
+        try:
+            connection = psycopg2.connect(**libpq_params(self.settings.postgres), connect_timeout=3)
+        except psycopg2.Error:
+            return ["alerts: unknown (PostgreSQL does not answer)"]
+        try:
+            with connection, connection.cursor() as cursor:
+                return delivery_summary(cursor).lines()
+        except psycopg2.errors.UndefinedTable:
+            return ["alerts: none yet (the schema is missing: run `up`)"]
+        except psycopg2.Error:
+            return ["alerts: unknown (PostgreSQL does not answer)"]
+        finally:
+            connection.close()
 
     def offline_hint(self) -> str | None:
         """When the worker cannot reach the live stream: a line saying why and how to run
