@@ -86,7 +86,7 @@ def top_wikis(span: Span, wikis: tuple[str, ...], bots: bool) -> pd.DataFrame:
 
 @st.cache_data(ttl=_TTL, show_spinner=False)
 def trending_pages(wikis: tuple[str, ...]) -> pd.DataFrame:
-    return queries.trending_pages(engine(), wikis=wikis)
+    return queries.trending_pages(engine(), settings().alerts.trending, wikis=wikis)
 
 
 @st.cache_data(ttl=_TTL, show_spinner=False, max_entries=200)  # user names are free text

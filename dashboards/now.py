@@ -22,10 +22,14 @@ def trending_panel(wikis: tuple[str, ...]) -> None:
         problem_message(problem)
         return
     at = trending.attrs.get("at")
+    knobs = cache.settings().alerts.trending
+    horizon, baseline = view.format_duration(knobs.horizon), view.format_duration(knobs.baseline)
+    bots = "bots counted" if knobs.with_bots else "bots left out"
     if trending.empty:
         st.info(
-            "No page is trending: none had edits by at least three people (bots left out) in "
-            "the last 15 minutes" + (f" before {at:%Y-%m-%d %H:%M} UTC." if at is not None else ".")
+            f"No page is trending: none had edits by at least {knobs.min_editors} people "
+            f"({bots}) in the last {horizon}"
+            + (f" before {at:%Y-%m-%d %H:%M} UTC." if at is not None else ".")
         )
         return
     table = pd.DataFrame(
@@ -51,10 +55,10 @@ def trending_panel(wikis: tuple[str, ...]) -> None:
                     "page", display_text=view.LINK_DISPLAY, help="Opens the page on its wiki"
                 ),
                 "edits": st.column_config.NumberColumn(
-                    format="localized", help="In the last 15 minutes, bots left out"
+                    format="localized", help=f"In the last {horizon}, {bots}"
                 ),
                 "editors": st.column_config.NumberColumn(
-                    help="Distinct editors in the last 15 minutes, bots left out"
+                    help=f"Distinct editors in the last {horizon}, {bots}"
                 ),
                 "last hour": st.column_config.LineChartColumn(
                     "last hour", y_min=0, help="Edits per minute over the last hour"
@@ -62,11 +66,11 @@ def trending_panel(wikis: tuple[str, ...]) -> None:
                 "score": st.column_config.NumberColumn(
                     format="%.1f",
                     help="editors × (edits + 1) / (expected + 1), the expected edits from the "
-                    "page's own last 24 hours (alembic/README.md, trending_pages())",
+                    f"page's own {baseline} before (alembic/README.md, trending_pages())",
                 ),
             },
         )
     st.caption(
-        f"The last 15 minutes before {at:%H:%M} UTC (the newest minute aggregated), against "
-        "each page's own last 24 hours."
+        f"The last {horizon} before {at:%H:%M} UTC (the newest minute aggregated), against "
+        f"each page's own {baseline} before."
     )

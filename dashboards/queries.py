@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app.config.clients import sqlalchemy_url
-from app.config.settings import PostgresSettings
+from app.config.settings import PostgresSettings, TrendingSettings
 from dashboards import algorithms, sql
 from dashboards.view import (
     GRAIN_LENGTH,
@@ -46,7 +46,6 @@ DIRECT_LIMIT = timedelta(hours=2)
 #: Rows of the top tables.
 TOP_CONTRIBUTORS = 50
 TOP_WIKIS = 20
-TRENDING = 10
 #: How far back the trending pages' sparklines go (from the newest minute).
 SPARKLINE = timedelta(hours=1)
 #: Users fetched per bucket in the first round of the threshold algorithm (then x4).
@@ -339,13 +338,15 @@ def top_wikis(
 
 
 def trending_pages(
-    engine: Engine, *, wikis: Sequence[str] = (), limit: int = TRENDING
+    engine: Engine, trending: TrendingSettings, *, wikis: Sequence[str] = ()
 ) -> pd.DataFrame:
     """Columns ``wiki``, ``namespace``, ``title``, ``server_name``, ``edits``, ``editors``,
     ``expected``, ``score``, ``last_hour`` (the page's edits per minute over the
-    :data:`SPARKLINE` before the newest minute, oldest first): the pages trending now, bots left
-    out, as migration 0006's ``trending_pages()`` scores them, in event time (its horizon ends
-    at the newest minute of page_activity). ``frame.attrs["at"]``: that minute's end."""
+    :data:`SPARKLINE` before the newest minute, oldest first, bots left out): the pages trending
+    now, at most ``trending.max_rows``, as migration 0006's ``trending_pages()`` scores them with
+    the ``alerts.trending`` knobs, in event time (its horizon ends at the newest minute of
+    page_activity). ``frame.attrs["at"]``: that minute's end."""
+    limit = trending.max_rows
     columns = ["wiki", "namespace", "title", "server_name", "edits", "editors", "expected",
                "score"]  # fmt: skip
     [(at,)] = _rows(engine, sql.NEWEST_PAGE_MINUTE, {})
@@ -353,7 +354,9 @@ def trending_pages(
         engine,
         sql.TRENDING_PAGES,
         # A wiki filter is applied to the scored list: score enough pages for it.
-        {"at": at, "wikis": list(wikis), "scan": 20 * limit if wikis else limit, "limit": limit},
+        {"at": at, "wikis": list(wikis), "scan": 20 * limit if wikis else limit, "limit": limit,
+         "horizon": trending.horizon, "baseline": trending.baseline,
+         "min_editors": trending.min_editors, "with_bots": trending.with_bots},
     )  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns).astype(
         {"namespace": "int64", "edits": "int64", "editors": "int64", "expected": "float64",

@@ -44,7 +44,7 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from app.config.settings import spark_interval
+from app.config.values import spark_interval
 from app.contract import (
     EDIT_TYPES,
     HEADER_SCHEMA,

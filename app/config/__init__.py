@@ -1,7 +1,7 @@
 """One configuration for every wikipulse component.
 
 - :mod:`app.config.settings`: the typed settings, one pydantic model per section of
-  ``conf/conf.yaml``;
+  ``conf/conf.yaml``; :mod:`app.config.values`: their value types (durations, memory sizes);
 - :mod:`app.config.keys`: the keys, their environment variables, the layered values;
 - :mod:`app.config.loading`: where the values come from (``conf/conf.yaml``, the
   ``ENVIRONMENT`` profile, ``.env``, the environment) and their validation;
@@ -22,7 +22,8 @@ from app.config.loading import (
     load_settings,
     load_settings_or_exit,
 )
-from app.config.settings import Settings, parse_duration, spark_interval
+from app.config.settings import Settings
+from app.config.values import parse_duration, spark_interval
 
 __all__ = [
     "DEFAULTS_FILE",

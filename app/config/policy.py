@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from app.config.clients import PRIVATE_KEY_KINDS, pem_blocks
 from app.config.keys import Layered, describe, dotted, env_var_name, lookup
-from app.config.settings import Settings, memory_bytes
+from app.config.settings import Settings
+from app.config.values import memory_bytes
 
 
 def semantic_problems(settings: Settings, layers: Layered) -> list[str]:

@@ -239,8 +239,14 @@ def test_trending_pages_are_scored_in_event_time_with_their_last_hour(
     settings, _ = seeded
     engine = queries.make_engine(settings.postgres)
     try:
-        trending = queries.trending_pages(engine)
-        only_enwiki = queries.trending_pages(engine, wikis=["enwiki"])
+        knobs = settings.alerts.trending  # the defaults: 3 editors, bots left out
+        trending = queries.trending_pages(engine, knobs)
+        only_enwiki = queries.trending_pages(engine, knobs, wikis=["enwiki"])
+        # Two editors are enough: القاهرة (2 people, 4 edits, nothing before: 2 × 5 / 1 = 10);
+        # with bots: Zugspitze (3 bots, 9 edits: 3 × 10 / 1 = 30).
+        two_editors = queries.trending_pages(engine, knobs.model_copy(update={"min_editors": 2}))
+        with_bots = queries.trending_pages(engine, knobs.model_copy(update={"with_bots": True}))
+        first_row = queries.trending_pages(engine, knobs.model_copy(update={"max_rows": 1}))
     finally:
         engine.dispose()
     # The seed's newest page minute ends at 12:30: the horizon is [12:15, 12:30), the
@@ -258,3 +264,8 @@ def test_trending_pages_are_scored_in_event_time_with_their_last_hour(
     mont_blanc[56], mont_blanc[58], mont_blanc[59] = 2, 3, 2  # 12:26, 12:28, 12:29
     assert trending["last_hour"].tolist() == [mont_blanc, [0] * 59 + [3]]
     assert only_enwiki["title"].tolist() == ["Talk:Tea"]
+    assert two_editors["title"].tolist() == ["Mont Blanc", "Talk:Tea", "القاهرة"]
+    assert two_editors["score"].tolist()[2] == pytest.approx(10.0)
+    assert with_bots["title"].tolist() == ["Mont Blanc", "Zugspitze", "Talk:Tea"]
+    assert with_bots["score"].tolist()[1] == pytest.approx(30.0)
+    assert first_row["title"].tolist() == ["Mont Blanc"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from app.config import Settings
 from spark.job import run
 from tests.app.examples import current_edit, encoded
 from tests.spark.fixtures import JobSettings
-from tests.spark.helpers import produce, query, typed_events
+from tests.spark.helpers import produce, query, submit_and_kill, typed_events
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +159,33 @@ def test_a_replay_in_small_batches_finds_the_same_episodes(
     run(spark, settings, available_now=True, retention=False)
     assert query(settings, "SELECT count(*) > 4 FROM pipeline_batches") == [(True,)]
     assert query(settings, ALERTS) == [SURGE, TULP_LATER]
+
+
+def test_sigkill_mid_episode_then_a_restart_alerts_once(
+    spark: SparkSession, job_settings: JobSettings, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    """spark-submit, 100 records a batch, SIGKILLed as soon as its log says the surge opened
+    (before or after that step's commit); the restart from the checkpoint goes on to close it:
+    one episode, one `opened` and one `closed` notification."""
+    overrides = {
+        "ALERTS_WEBHOOKS_URLS": f'["{HOOK}"]',
+        "POSTGRES_RETENTION_DAYS": "100000",
+        "SPARK_TRIGGER_PROCESSING_TIME": "1 second",
+        "SPARK_MAX_OFFSETS_PER_TRIGGER": "100",
+        "SPARK_MASTER": "local[2]",
+    }
+    settings = job_settings(**overrides)
+    # A six-minute surge: batches of 100 records are about a minute of it each, so the step
+    # that opens it comes before the one that closes it.
+    write(settings, [*per_minute(0, 44, 20), *per_minute(45, 50, 100), *per_minute(51, 63, 20)])
+    text = submit_and_kill(settings, subprocess_env, tmp_path / "job.log",
+                           after="alerts: evaluated", overrides=overrides)  # fmt: skip
+    assert "1 opened, 0 closed" in text
+    assert query(settings, "SELECT count(*) FROM alerts WHERE closed_at IS NOT NULL") == [(0,)]
+
+    run(spark, settings, available_now=True, retention=False)
+    assert query(settings, ALERTS) == [(*SURGE[:5], minute(51), *SURGE[6:])]
+    assert query(settings, NOTIFICATIONS) == [
+        ("wiki_surge", "nlwiki", "opened", HOOK, 0, None),
+        ("wiki_surge", "nlwiki", "closed", HOOK, 0, None),
+    ]
