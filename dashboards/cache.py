@@ -89,6 +89,11 @@ def trending_pages(wikis: tuple[str, ...]) -> pd.DataFrame:
     return queries.trending_pages(engine(), settings().alerts.trending, wikis=wikis)
 
 
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def alerts(span: Span, wikis: tuple[str, ...]) -> pd.DataFrame:
+    return queries.alerts(engine(), span=span, wikis=wikis)
+
+
 @st.cache_data(ttl=_TTL, show_spinner=False, max_entries=200)  # user names are free text
 def user_history(span: Span, user: str) -> pd.DataFrame:
     return queries.user_history(engine(), span=span, user=user)

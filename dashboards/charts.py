@@ -8,10 +8,15 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from app.alerts.payload import WIKI_DROP, WIKI_SURGE
 from dashboards.queries import ANONYMOUS, BOTS, REGISTERED, SERIES
 
 #: One color per kind of editor, the same in every chart.
 SERIES_COLORS = {BOTS: "#9aa0a6", REGISTERED: "#1f77b4", ANONYMOUS: "#ff7f0e"}
+
+#: The surge and drop markers on the timeline.
+EPISODE_COLORS = {WIKI_SURGE: "#d62728", WIKI_DROP: "#9467bd"}
+EPISODE_LABELS = {WIKI_SURGE: "surge", WIKI_DROP: "drop"}
 
 _UTC = alt.Scale(type="utc")
 
@@ -23,13 +28,19 @@ def _time_axis(per: str) -> alt.X:
 
 
 def timeline_chart(
-    frame: pd.DataFrame, *, include_bots: bool = True, per: str = "minute"
-) -> alt.Chart:
-    """Stacked areas of edits per minute by kind of editor (bots at the bottom).
+    frame: pd.DataFrame,
+    *,
+    include_bots: bool = True,
+    per: str = "minute",
+    episodes: pd.DataFrame | None = None,
+) -> alt.Chart | alt.LayerChart:
+    """Stacked areas of edits per minute by kind of editor (bots at the bottom), and a band
+    over each wiki's surge or drop.
 
     ``frame``: ``time`` and one column per series of :data:`SERIES` (what
     :func:`dashboards.queries.timeline` returns), one row per minute or, ``per="hour"``, per
-    hour. ``include_bots=False`` leaves the bots out.
+    hour. ``include_bots=False`` leaves the bots out. ``episodes``: alerts as
+    :func:`dashboards.queries.alerts` returns them (pages' are left out).
     """
     series = [name for name in SERIES if include_bots or name != BOTS]
     long = frame.melt(id_vars="time", value_vars=series, var_name="editors", value_name="rate")
@@ -54,7 +65,47 @@ def timeline_chart(
         )
         .properties(height=280)
     )
-    return chart
+    bands = _episode_bands(episodes)
+    if bands is None:
+        return chart
+    return alt.LayerChart(layer=[bands, chart])
+
+
+def _episode_bands(episodes: pd.DataFrame | None) -> alt.Chart | None:
+    if episodes is None:
+        return None
+    wiki_episodes = episodes[episodes["kind"].isin(list(EPISODE_COLORS))]
+    if wiki_episodes.empty:
+        return None
+    marks = pd.DataFrame(
+        {
+            "start": wiki_episodes["window_start"],
+            "end": wiki_episodes["window_end"],
+            "episode": [EPISODE_LABELS[kind] for kind in wiki_episodes["kind"]],
+            "wiki": wiki_episodes["wiki"],
+        }
+    )
+    labels = [EPISODE_LABELS[kind] for kind in EPISODE_COLORS]
+    bands: alt.Chart = (
+        alt.Chart(marks)
+        .mark_rect(opacity=0.18)
+        .encode(
+            x=alt.X("start:T", scale=_UTC),
+            x2="end:T",
+            fill=alt.Fill(
+                "episode:N",
+                scale=alt.Scale(domain=labels, range=list(EPISODE_COLORS.values())),
+                legend=alt.Legend(orient="bottom", title=None),
+            ),
+            tooltip=[
+                alt.Tooltip("wiki:N"),
+                alt.Tooltip("episode:N"),
+                alt.Tooltip("start:T", title="from (UTC)", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("end:T", title="to (UTC)", format="%H:%M"),
+            ],
+        )
+    )
+    return bands
 
 
 def top_wikis_chart(frame: pd.DataFrame) -> alt.Chart:

@@ -46,6 +46,7 @@ DIRECT_LIMIT = timedelta(hours=2)
 #: Rows of the top tables.
 TOP_CONTRIBUTORS = 50
 TOP_WIKIS = 20
+ALERTS = 50
 #: How far back the trending pages' sparklines go (from the newest minute).
 SPARKLINE = timedelta(hours=1)
 #: Users fetched per bucket in the first round of the threshold algorithm (then x4).
@@ -378,6 +379,24 @@ def trending_pages(
     for wiki, namespace, title, start, edits in minutes:
         series[(wiki, namespace, title)][int((start - first) / MINUTE)] = int(edits)
     frame["last_hour"] = [series[page] for page in pages]
+    return frame
+
+
+# ---- now: alerts ------------------------------------------------------------------------------
+
+
+def alerts(engine: Engine, *, span: Span, wikis: Sequence[str] = ()) -> pd.DataFrame:
+    """Columns ``kind``, ``wiki``, ``namespace``, ``title``, ``server_name``, ``window_start``,
+    ``window_end``, ``observed``, ``expected``, ``score``, ``open``: the alerts open now and the
+    episodes that overlap the span (migration 0007), open ones first, newest first, at most
+    :data:`ALERTS`."""
+    columns = ["kind", "wiki", "namespace", "title", "server_name", "window_start", "window_end",
+               "observed", "expected", "score", "open"]  # fmt: skip
+    rows = _rows(engine, sql.ALERTS, {"start": span.start, "end": span.end,
+                                      "wikis": list(wikis), "limit": ALERTS})  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("window_start", "window_end"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
 
 

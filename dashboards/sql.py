@@ -247,3 +247,15 @@ SELECT count(*), coalesce(sum(rows_dropped_by_watermark), 0),
 FROM {BATCHES}
 WHERE committed_at >= :start AND committed_at < :end
 """
+
+#: The alerts open now and those of the span (an episode belongs to it when it overlaps it),
+#: open ones first, newest first; the wiki filter applies.
+ALERTS = """
+SELECT kind, wiki, namespace, title, server_name, window_start, window_end, observed, expected,
+       score, closed_at IS NULL AS open
+FROM alerts
+WHERE (closed_at IS NULL OR (window_end > :start AND window_start < :end))
+  AND (cardinality(CAST(:wikis AS TEXT[])) = 0 OR wiki = ANY(CAST(:wikis AS TEXT[])))
+ORDER BY closed_at IS NULL DESC, window_start DESC, id DESC
+LIMIT :limit
+"""

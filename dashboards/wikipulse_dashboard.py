@@ -75,6 +75,15 @@ with st.sidebar:
         bind="query-params",
         help="Edits with the bot flag; per-user panels hide accounts named like bots",
     )
+    shown_alerts = st.segmented_control(
+        "Alerts",
+        now.ALERT_VIEWS,
+        default=now.ALERTS_IN_RANGE,
+        required=True,
+        key="alerts",
+        bind="query-params",
+        help="The alerts open now, or those of the selected range too",
+    )
     st.caption("The address of this page holds the filters: copy it to share this view.")
 
 filters = Filters(
@@ -289,11 +298,14 @@ def timeline_panel() -> None:
     try:
         span, _ = current_span()
         frame = cache.timeline(span, filters.wikis)
+        episodes = cache.alerts(span, filters.wikis)
     except DashboardError as problem:
         problem_message(problem)
         return
     st.altair_chart(
-        charts.timeline_chart(frame, include_bots=filters.bots, per=view.resolution(span)),
+        charts.timeline_chart(
+            frame, include_bots=filters.bots, per=view.resolution(span), episodes=episodes
+        ),
         width="stretch",
         alt="Edits per minute by bots, registered humans and anonymous editors",
         key="timeline",
@@ -308,6 +320,16 @@ def timeline_panel() -> None:
 @st.fragment(run_every=REFRESH)
 def trending_panel() -> None:
     now.trending_panel(filters.wikis)
+
+
+@st.fragment(run_every=REFRESH)
+def alerts_panel() -> None:
+    try:
+        span, _ = current_span()
+    except DashboardError as problem:
+        problem_message(problem)
+        return
+    now.alerts_panel(span, filters.wikis, shown_alerts or now.ALERTS_IN_RANGE)
 
 
 # ---- top contributors, top wikis --------------------------------------------------------------
@@ -413,6 +435,7 @@ health_panel()
 kpi_panel()
 timeline_panel()
 trending_panel()
+alerts_panel()
 left, right = st.columns(2, gap="large")
 with left:
     contributors_panel()

@@ -80,6 +80,22 @@ PAGE_ACTIVITY: list[tuple[datetime, str, int, str, str, int, int, list[str], lis
 ]  # fmt: skip
 
 
+#: (kind, wiki, namespace, title, server_name, window_start, window_end, observed, expected,
+#: score, open)
+AlertRow = tuple[
+    str, str, int | None, str | None, str | None, datetime, datetime, float, float, float, bool
+]
+ALERTS: list[AlertRow] = [
+    # Mont Blanc trending now (PAGE_ACTIVITY's): open.
+    ("page_trending", "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", at(20, 12, 26),
+     at(20, 12, 30), 7, 0, 32, True),
+    # enwiki surged from 12:05 to 12:08: in the last hour.
+    ("wiki_surge", "enwiki", None, None, None, at(20, 12, 5), at(20, 12, 8), 40, 8, 11.3, False),
+    # dewiki went quiet yesterday: in 7 days, not in the last hour.
+    ("wiki_drop", "dewiki", None, None, None, at(19, 9, 0), at(19, 9, 5), 0, 41, 6.4, False),
+]  # fmt: skip
+
+
 def insert(
     settings: Settings,
     *,
@@ -89,6 +105,7 @@ def insert(
     pages: list[tuple[datetime, str, int, str, str, int, int, list[str], list[str]]] = (
         PAGE_ACTIVITY
     ),
+    alerts: list[AlertRow] = ALERTS,
 ) -> None:
     connection = psycopg2.connect(**libpq_params(settings.postgres))
     try:
@@ -117,6 +134,15 @@ def insert(
                     in pages
                 ],
             )  # fmt: skip
+            for kind, wiki, namespace, title, server, start, end, *values, is_open in alerts:
+                cursor.execute(
+                    "INSERT INTO alerts (kind, wiki, namespace, title, server_name, window_start, "
+                    "window_end, detected_window_end, observed, expected, score, closed_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "CASE WHEN %s THEN NULL ELSE %s END)",
+                    (kind, wiki, namespace, title, server, start, end, start + MINUTE, *values,
+                     is_open, end),
+                )  # fmt: skip
             execute_values(
                 cursor,
                 "INSERT INTO pipeline_batches (query_name, batch_id, committed_at, "

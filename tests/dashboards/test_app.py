@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 import pandas as pd
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from app.config import Settings
@@ -262,3 +263,44 @@ def test_the_pages_trending_now_link_to_their_wiki(page_env: Settings) -> None:
     assert "before 12:30 UTC" in texts(page.caption)
     # The wiki filter applies here too.
     assert table(run(wiki=["enwiki"]), "page")["wiki"].tolist() == ["enwiki"]
+
+
+ALERT_COLUMNS = ["alert", "wiki", "since", "until", "observed", "usual", "score"]
+
+
+def test_the_alerts_open_now_and_those_of_the_range(page_env: Settings) -> None:
+    page = run()
+    alerts = table(page, "alert")
+    # Open first; then the episodes of the last hour (dewiki's drop was yesterday).
+    assert alerts[ALERT_COLUMNS].values.tolist() == [
+        ["trending", "frwiki", "2026-06-20 12:26", "open", 7.0, 0.0, 32.0],
+        ["surge", "enwiki", "2026-06-20 12:05", "2026-06-20 12:08", 40.0, 8.0, 11.3],
+    ]
+    assert alerts["page"].tolist()[0] == "https://fr.wikipedia.org/wiki/Mont_Blanc#Mont%20Blanc"
+    assert pd.isna(alerts["page"].tolist()[1])
+    # The range and the wiki filter apply; ?alerts=open keeps the open ones only.
+    assert table(run(range="7d"), "alert")["wiki"].tolist() == ["frwiki", "enwiki", "dewiki"]
+    assert table(run(wiki=["enwiki"]), "alert")["alert"].tolist() == ["surge"]
+    assert table(run(alerts="open"), "alert")["alert"].tolist() == ["trending"]
+    page = run(alerts="open", wiki=["enwiki"])
+    assert "No alert is open." in texts(page.info)
+
+
+def test_the_timeline_marks_the_wikis_surges_and_drops(page_env: Settings) -> None:
+    def bands(page: AppTest) -> list[dict[str, object]]:
+        """The band layer's rows of the timeline (Streamlit sends a chart's data as Arrow)."""
+        timeline = page.get("vega_lite_chart")[0].proto
+        frames = [convert_arrow_bytes_to_pandas_df(named.data.data) for named in timeline.datasets]
+        return [
+            {"wiki": row["wiki"], "episode": row["episode"], "start": row["start"].isoformat(),
+             "end": row["end"].isoformat()}
+            for frame in frames if "episode" in frame.columns
+            for row in frame.to_dict("records")
+        ]  # fmt: skip
+
+    # The last hour: enwiki's surge, no band for the trending page.
+    assert bands(run()) == [{"wiki": "enwiki", "episode": "surge",
+                             "start": "2026-06-20T12:05:00+00:00",
+                             "end": "2026-06-20T12:08:00+00:00"}]  # fmt: skip
+    assert [band["episode"] for band in bands(run(range="7d"))] == ["surge", "drop"]
+    assert bands(run(wiki=["arwiki"])) == []

@@ -114,6 +114,11 @@ def test_the_dashboard_renders_in_chromium(served: str, tmp_path: Path) -> None:
         trending = page.locator(".st-key-trending [data-testid=glide-cell-0-0]")
         trending.wait_for(state="attached", timeout=30_000)  # the grid's cells are hidden
         assert trending.inner_text() == "https://fr.wikipedia.org/wiki/Mont_Blanc#Mont%20Blanc"
+        # Alerts: the open one (Mont Blanc trending, June 2026), whatever the range; the
+        # seed's closed ones are months before this data (AppTest checks them).
+        alert = page.locator(".st-key-alerts_panel [data-testid=glide-cell-0-0]")
+        alert.wait_for(state="attached", timeout=30_000)
+        assert alert.inner_text() == "trending"
         assert page.locator("[data-testid=stVegaLiteChart]").count() == 2
         labels = page.locator("[data-testid=stMetricLabel]").all_inner_texts()
         assert "Edits in the last complete minute" in labels

@@ -151,5 +151,6 @@ def test_a_replay_two_years_old_survives_a_sigkill_restart_and_the_retention(
         "pipeline_batches": 0,
         "page_activity": 0,
         "page_activity_hourly": 0,
+        "alerts": 0,
     }
     assert {table: snapshot(settings, table) for table in TABLES} == before

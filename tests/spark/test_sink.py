@@ -286,6 +286,7 @@ def test_retention_deletes_what_is_older_than_the_retention(db: Settings, stack:
         "pipeline_batches": 3,
         "page_activity": 0,
         "page_activity_hourly": 0,
+        "alerts": 0,
     }
     assert query(db, "SELECT DISTINCT window_start FROM user_edit_counts") == [(recent,)]
     assert query(db, "SELECT window_start FROM wiki_activity") == [(recent,)]
