@@ -38,7 +38,8 @@ def parse_time(text: str) -> datetime:
 
 def parse_burst(text: str) -> Burst:
     """``wiki=dewiki,times=5,at=30,minutes=10`` (a wiki at 5× its rate from minute 30 for 10
-    minutes) or ``wiki=enwiki,page=Some_page,editors=8,edits=20,at=30,minutes=10``."""
+    minutes; ``times=0``: silent), or ``wiki=enwiki,page=Some_page,editors=8,edits=20,at=30,
+    minutes=10``."""
     items = [item.partition("=") for item in text.split(",")]
     malformed = [key for key, equals, _ in items if not equals]
     if malformed:
@@ -64,7 +65,9 @@ def parse_burst(text: str) -> Burst:
                 edits=int(number("edits", int)),
             )  # fmt: skip
         else:
-            burst = Burst(BurstKind.WIKI, wiki, at, duration, multiplier=number("times"))
+            times = number("times")
+            kind = BurstKind.SILENCE if times == 0 else BurstKind.WIKI
+            burst = Burst(kind, wiki, at, duration, multiplier=times)
     except KeyError as missing:
         raise argparse.ArgumentTypeError(f"--burst {text!r}: {missing} is missing") from None
     except ValueError as error:

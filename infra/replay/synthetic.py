@@ -6,7 +6,8 @@ wikis (a Zipf-like share, commons and wikidata heavy), namespaces, bots, anonymo
 temporary, hidden and registered editors with names in many scripts. It also makes what a
 pipeline must cope with: ``length.old`` absent on new pages, log events without ``revision`` /
 ``length`` and with ``id`` absent or null, ``timestamp`` out of order against ``meta.dt``,
-repeats of an earlier ``meta.id``, canary events, and labelled bursts for the analytics.
+repeats of an earlier ``meta.id``, canary events, and labelled bursts for the analytics (a wiki
+at N× its rate, a page edited by K people, a wiki gone silent).
 
 Every event is a pure function of (options, position): the replay server can serve an endless
 stream, resume at any ``Last-Event-ID`` and answer ``since`` without keeping anything, and the
@@ -53,6 +54,7 @@ from infra.replay.world import (
 class BurstKind(StrEnum):
     WIKI = "wiki"  # one wiki at N times its usual rate
     PAGE = "page"  # one page edited by K editors
+    SILENCE = "silence"  # one wiki without a single event (what a broken feed looks like)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Burst:
     wiki: str
     at: timedelta
     duration: timedelta
-    #: WIKI: the wiki's rate times this (>= 1). PAGE: ignored.
+    #: WIKI: the wiki's rate times this (> 1). PAGE, SILENCE: ignored.
     multiplier: float = 1.0
     #: PAGE: the page, its distinct editors and its edits in the burst.
     title: str = ""
@@ -81,9 +83,11 @@ class Burst:
             raise ValueError("burst: a page burst needs a title and 1 <= editors <= edits")
 
     def extra_rate(self, base_rate: float) -> float:
-        """Events per second this burst adds while it lasts."""
+        """Events per second this burst adds while it lasts (a silence: takes away)."""
         if self.kind is BurstKind.WIKI:
             return (self.multiplier - 1) * base_rate * WIKI_SHARE[self.wiki]
+        if self.kind is BurstKind.SILENCE:
+            return -base_rate * WIKI_SHARE[self.wiki]
         return self.edits / self.duration.total_seconds()
 
     def label(self, start: datetime) -> dict[str, Any]:
@@ -96,7 +100,7 @@ class Burst:
         }
         if self.kind is BurstKind.WIKI:
             record["multiplier"] = self.multiplier
-        else:
+        elif self.kind is BurstKind.PAGE:
             record.update(title=self.title, editors=self.editors, edits=self.edits)
         return record
 
@@ -322,6 +326,9 @@ class SyntheticStream:
         legacy = rng.random() < options.legacy_share
         if burst is None:
             wiki = WIKI_CHOICE.pick(rng)
+            silenced = self._silenced(offset)
+            while wiki in silenced:  # drawn again: the others keep their rates
+                wiki = WIKI_CHOICE.pick(rng)
             kind = TYPE_CHOICE.pick(rng)
         elif burst.kind is BurstKind.WIKI:
             wiki, kind = burst.wiki, TYPE_CHOICE.pick(rng)
@@ -374,12 +381,24 @@ class SyntheticStream:
         )
         return label, orjson.dumps(event)
 
+    def _silenced(self, offset: float) -> frozenset[str]:
+        bursts = self.options.bursts
+        return frozenset(
+            bursts[index].wiki
+            for index in self._bursts_at(offset)
+            if bursts[index].kind is BurstKind.SILENCE
+        )
+
     def _pick_burst(self, offset: float, rng: random.Random) -> int | None:
-        active = self._bursts_at(offset)
+        bursts, rate = self.options.bursts, self.options.rate
+        current = self._bursts_at(offset)
+        active = [i for i in current if bursts[i].kind is not BurstKind.SILENCE]
         if not active:
             return None
-        base = self.options.rate
-        extras = [self.options.bursts[index].extra_rate(base) for index in active]
+        # The base stream's rate, less what silences take from it.
+        silences = [i for i in current if bursts[i].kind is BurstKind.SILENCE]
+        base = rate + sum(bursts[i].extra_rate(rate) for i in silences)
+        extras = [bursts[index].extra_rate(rate) for index in active]
         draw = rng.random() * (base + sum(extras))
         for index, extra in zip(active, extras, strict=True):
             draw -= extra

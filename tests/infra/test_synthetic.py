@@ -341,6 +341,35 @@ def test_bursts_add_what_they_describe() -> None:
     ]
 
 
+def test_a_silenced_wiki_has_no_event_and_the_others_keep_their_rates() -> None:
+    silence = Burst(BurstKind.SILENCE, "enwiki", timedelta(minutes=3), timedelta(minutes=4))
+    synthetic = stream(duplicate_rate=0.0, canary_interval=None, bursts=(silence, PAGE_BURST))
+    start, end = START + silence.at, START + silence.at + silence.duration
+    events = []
+    for data in synthetic.events():
+        event = orjson.loads(data)
+        if dt(event) >= START + timedelta(minutes=10):
+            break
+        events.append(event)
+    during = [e for e in events if start <= dt(e) < end]
+    assert not [e for e in during if e["wiki"] == "enwiki"]
+    shares = table_shares(WIKIS)
+    # The others: 40 events/s times their share, as outside the silence.
+    frwiki = [e for e in during if e["wiki"] == "frwiki"]
+    assert len(frwiki) / (4 * 60) == pytest.approx(40 * shares["frwiki"], rel=0.15)
+    assert len(during) / (4 * 60) == pytest.approx(40 * (1 - shares["enwiki"]), rel=0.05)
+    before = [e for e in events if e["wiki"] == "enwiki" and dt(e) < start]
+    assert len(before) / (3 * 60) == pytest.approx(40 * shares["enwiki"], rel=0.15)
+    # The page burst inside the silence still comes.
+    assert len([e for e in events if e["title"] == "Harbour festival"]) > 100
+    assert synthetic.burst_labels()[0] == {
+        "kind": "silence",
+        "wiki": "enwiki",
+        "start": "2024-05-01T12:03:00.000Z",
+        "end": "2024-05-01T12:07:00.000Z",
+    }
+
+
 @pytest.mark.parametrize("rate", [40.0, 7.0, 0.7])
 def test_position_at_finds_the_position_of_a_time(rate: float) -> None:
     synthetic = stream(rate=rate, bursts=(WIKI_BURST, PAGE_BURST))
@@ -376,10 +405,12 @@ def test_generate_writes_the_bursts_side_file(tmp_path: Path) -> None:
     generate(
         "--seed", "9", "--events", "3000", "--out", str(out), "--start", "2024-05-01T12:00:00",
         "--burst", "wiki=enwiki,times=4,at=0.5,minutes=0.5",
+        "--burst", "wiki=frwiki,times=0,at=0.25,minutes=0.5",
         "--burst", "wiki=dewiki,page=Harbour_festival,editors=3,edits=20,at=1,minutes=0.25",
     )  # fmt: skip
     bursts = (
         Burst(BurstKind.WIKI, "enwiki", timedelta(seconds=30), timedelta(seconds=30), 4.0),
+        Burst(BurstKind.SILENCE, "frwiki", timedelta(seconds=15), timedelta(seconds=30), 0.0),
         Burst(
             BurstKind.PAGE, "dewiki", timedelta(minutes=1), timedelta(seconds=15),
             title="Harbour festival", editors=3, edits=20,
@@ -394,6 +425,12 @@ def test_generate_writes_the_bursts_side_file(tmp_path: Path) -> None:
             "start": "2024-05-01T12:00:30.000Z",
             "end": "2024-05-01T12:01:00.000Z",
             "multiplier": 4.0,
+        },
+        {
+            "kind": "silence",
+            "wiki": "frwiki",
+            "start": "2024-05-01T12:00:15.000Z",
+            "end": "2024-05-01T12:00:45.000Z",
         },
         {
             "kind": "page",
