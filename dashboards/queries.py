@@ -357,7 +357,8 @@ def trending_pages(
         # A wiki filter is applied to the scored list: score enough pages for it.
         {"at": at, "wikis": list(wikis), "scan": 20 * limit if wikis else limit, "limit": limit,
          "horizon": trending.horizon, "baseline": trending.baseline,
-         "min_editors": trending.min_editors, "with_bots": trending.with_bots},
+         "min_editors": trending.min_editors, "with_bots": trending.with_bots,
+         "min_growth": trending.min_growth},
     )  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns).astype(
         {"namespace": "int64", "edits": "int64", "editors": "int64", "expected": "float64",

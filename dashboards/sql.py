@@ -215,7 +215,8 @@ NEWEST_PAGE_MINUTE = f"SELECT max(window_end) FROM {PAGES}"
 TRENDING_PAGES = """
 SELECT wiki, namespace, title, server_name, edits, editors, expected, score
 FROM trending_pages(at => :at, horizon => :horizon, baseline => :baseline,
-                    min_editors => :min_editors, with_bots => :with_bots, max_rows => :scan)
+                    min_editors => :min_editors, with_bots => :with_bots, max_rows => :scan,
+                    min_growth => :min_growth)
 WHERE cardinality(CAST(:wikis AS TEXT[])) = 0 OR wiki = ANY(CAST(:wikis AS TEXT[]))
 ORDER BY score DESC, edits DESC, wiki, namespace, title
 LIMIT :limit

@@ -103,7 +103,7 @@ class AlertStep:
         minutes = [first + self.window * step for step in range(count)]
         changes = self._wiki_changes(cursor, minutes, stream_start)
         opened, closed = self._apply_wiki(cursor, changes)
-        page_opened, page_closed = self._pages(cursor, minutes)
+        page_opened, page_closed = self._pages(cursor, minutes, stream_start)
         self._save_progress(cursor, last, newest)
         report = StepReport(count, last, opened + page_opened, closed + page_closed)
         if report.opened or report.closed:
@@ -195,7 +195,9 @@ class AlertStep:
 
     # ---- pages -------------------------------------------------------------------------------
 
-    def _pages(self, cursor: Cursor, minutes: list[datetime]) -> tuple[int, int]:
+    def _pages(
+        self, cursor: Cursor, minutes: list[datetime], stream_start: datetime
+    ) -> tuple[int, int]:
         trending = self.settings.alerts.trending
         cursor.execute(
             """
@@ -208,11 +210,14 @@ class AlertStep:
         opened = closed = 0
         for minute in minutes:
             at = minute + self.window
+            if at - trending.horizon - stream_start < trending.min_history:
+                continue  # too little past to judge a page by
             cursor.execute(
                 "SELECT wiki, namespace, title, server_name, edits, expected, score "
-                "FROM trending_pages(%s, %s, %s, %s, %s, %s) WHERE score >= %s",
+                "FROM trending_pages(%s, %s, %s, %s, %s, %s, %s) WHERE score >= %s",
                 (at, trending.horizon, trending.baseline, trending.min_editors,
-                 trending.with_bots, TRENDING_ROWS, trending.alert_score / 2),
+                 trending.with_bots, TRENDING_ROWS, trending.min_growth,
+                 trending.alert_score / 2),
             )  # fmt: skip
             scores = {(w, n, t): (server, edits, expected, score)
                       for w, n, t, server, edits, expected, score in cursor.fetchall()}  # fmt: skip

@@ -359,8 +359,12 @@ class TrendingSettings(_Section):
     min_editors: PositiveInt
     with_bots: bool
     max_rows: PositiveInt
+    #: (edits + 1) / (expected + 1) a page needs: busy all day is not trending.
+    min_growth: Annotated[float, Field(ge=0)]
     #: A page whose score reaches this opens a page_trending alert.
     alert_score: Annotated[float, Field(gt=0)]
+    #: The stream a page alert needs before its horizon (what its past is judged by).
+    min_history: Duration
 
 
 class SpikeSettings(_Section):

@@ -69,8 +69,9 @@ PAGE_ACTIVITY: list[tuple[datetime, str, int, str, str, int, int, list[str], lis
     (at(20, 12, 26), "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 2, 0, ["Amélie", "Bruno"], []),
     (at(20, 12, 28), "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 3, 0, ["Bruno", "Chloé"], []),
     (at(20, 12, 29), "frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 2, 0, ["Denis"], []),
-    # Three people, 3 edits; 5 edits the day before: 3 × 4 / (1 + 5 × 15 / 1440).
-    (at(20, 11, 0), "enwiki", 1, "Talk:Tea", "en.wikipedia.org", 5, 0, ["Ann", "Ben", "Cy"], []),
+    # Three people, 3 edits; 5 edits the day before (the first minute of page_activity, so the
+    # past known is 23 h 15 min before the horizon): 3 × 4 / (1 + 5 × 15 / 1395).
+    (at(19, 13, 0), "enwiki", 1, "Talk:Tea", "en.wikipedia.org", 5, 0, ["Ann", "Ben", "Cy"], []),
     (at(20, 12, 29), "enwiki", 1, "Talk:Tea", "en.wikipedia.org", 3, 0, ["Ann", "Ben", "Cy"], []),
     # Bots only: not trending.
     (at(20, 12, 29), "dewiki", 0, "Zugspitze", "de.wikipedia.org", 9, 9,

@@ -258,8 +258,8 @@ def test_trending_pages_are_scored_in_event_time_with_their_last_hour(
         ["frwiki", 0, "Mont Blanc", "fr.wikipedia.org", 7, 4],
         ["enwiki", 1, "Talk:Tea", "en.wikipedia.org", 3, 3],
     ]
-    assert trending["score"].tolist() == pytest.approx([32.0, 12 / (1 + 5 * 15 / 1440)])
-    assert trending["expected"].tolist() == pytest.approx([0.0, 5 * 15 / 1440])
+    assert trending["score"].tolist() == pytest.approx([32.0, 12 / (1 + 5 * 15 / 1395)])
+    assert trending["expected"].tolist() == pytest.approx([0.0, 5 * 15 / 1395])
     mont_blanc = [0] * 60
     mont_blanc[56], mont_blanc[58], mont_blanc[59] = 2, 3, 2  # 12:26, 12:28, 12:29
     assert trending["last_hour"].tolist() == [mont_blanc, [0] * 59 + [3]]

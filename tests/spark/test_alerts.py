@@ -96,15 +96,17 @@ def in_time_order(events: list[bytes]) -> list[bytes]:
 #: After the first run's events: nlwiki's surge, opened by minute 45, closed at minute 48.
 SURGE = ("wiki_surge", "nlwiki", None, None, minute(45), minute(48), minute(46), 100.0, 20.0,
          True)  # fmt: skip
-#: Tulp at the end of minute 64: 5 edits by 4 people, 1 edit in the 24 hours before the
-#: horizon: expected 1 × 15 / 1440; 4 × 6 / (1 + 1/96) = 23.75 ≥ 20: opened, from its first edit
-#: in the horizon (minute 62). At the end of minute 71, its 6 edits: still trending.
-TULP = ("page_trending", "fywiki", 0, "Tulp", minute(62), minute(72), minute(65), 6.0,
-        pytest.approx(15 / 1440), False)  # fmt: skip
-#: Six minutes later (up to minute 77, horizon 63 … 77): the 2 edits of minute 62 are in the past
-#: now: 4 edits by 4 people, expected 3 × 15 / 1440; 4 × 5 / (1 + 1/32) = 19.4, over half the
-#: bar (10): it goes on.
-TULP_LATER = (*TULP[:5], minute(78), minute(65), 4.0, pytest.approx(45 / 1440), False)
+#: Tulp's past: 1 edit, in the 50 minutes page_activity covers before the horizon [50, 65) (it
+#: begins at minute 0). At the end of minute 64: 5 edits by 4 people, expected 1 × 15 / 50;
+#: 4 × 6 / 1.3 = 18.5 < 20. At the end of minute 65: 6 edits, 4 × 7 / 1.3 = 21.5: opened, from
+#: its first edit in the horizon (minute 62). At the end of minute 71: expected 1 × 15 / 57, its
+#: 6 edits: still trending.
+TULP = ("page_trending", "fywiki", 0, "Tulp", minute(62), minute(72), minute(66), 6.0,
+        pytest.approx(15 / 57), False)  # fmt: skip
+#: Six minutes later: at the end of minute 76 (horizon [62, 77)) as before, expected 1 × 15 / 62;
+#: at the end of minute 77 the 2 edits of minute 62 are in its past: 4 edits, expected
+#: 3 × 15 / 63, growth (4 + 1) / 1.71 < 3 (min_growth): closed, as it was at minute 76.
+TULP_LATER = (*TULP[:5], minute(77), minute(66), 6.0, pytest.approx(15 / 62), True)
 
 
 @pytest.fixture
@@ -134,12 +136,14 @@ def test_a_surge_and_a_trending_page_alert_once_across_restarts_and_replays(
     assert query(settings, NOTIFICATIONS) == notifications
     ids = query(settings, "SELECT id FROM alerts ORDER BY id")
 
-    # A restart with six more steady minutes: the open episode goes on, nothing new.
+    # A restart with six more steady minutes: the open episode goes on, then closes; nothing
+    # new opens.
     write(settings, per_minute(75, 80, 20))
     run(spark, settings, available_now=True, retention=False)
     assert query(settings, "SELECT evaluated_through FROM alert_progress") == [(minute(77),)]
     assert query(settings, ALERTS) == [SURGE, TULP_LATER]
     assert query(settings, "SELECT id FROM alerts ORDER BY id") == ids
+    notifications.append(("page_trending", "Tulp", "closed", HOOK, 0, None))
     assert query(settings, NOTIFICATIONS) == notifications
 
     # The aggregates rebuilt from the topic: every minute evaluated already, nothing new.

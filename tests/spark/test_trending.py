@@ -70,25 +70,27 @@ def test_a_sudden_burst_by_several_people_trends_and_a_pages_usual_pace_scores_l
 ) -> None:
     # Pisa: editors 4, edits 6, expected 0: 4 × 7 / 1 = 28.
     # Roma: editors 3, edits 15; 1440 edits in the 24 hours before: expected
-    # 1440 × 15 / 1440 = 15; 3 × 16 / 16 = 3.
+    # 1440 × 15 / 1440 = 15; 3 × 16 / 16 = 3, but it has not grown: (15 + 1) / (15 + 1) = 1,
+    # below min_growth (3). With min_growth 0 it is listed.
     # Bari (one editor), Lecce (bots only) and Siena (two people, the bot left out) do not.
-    assert query(db, TRENDING, (AT, False)) == [
-        ("Pisa", 6, 4, 0.0, 28.0),
-        ("Roma", 15, 3, 15.0, 3.0),
-    ]
+    assert query(db, TRENDING, (AT, False)) == [("Pisa", 6, 4, 0.0, 28.0)]
+    assert query(
+        db,
+        "SELECT title, edits, editors, expected, score FROM trending_pages(%s, min_growth => 0)",
+        (AT,),
+    ) == [("Pisa", 6, 4, 0.0, 28.0), ("Roma", 15, 3, 15.0, 3.0)]
 
 
 def test_with_bots_the_bots_count(db: Settings) -> None:
     # Lecce: 4 × 21 / 1 = 84. Siena: 3 editors, 3 edits in the horizon, 1 before it (expected
-    # 1 × 15 / 1440): 3 × 4 / (1 + 15 / 1440) = 12 × 1440 / 1455.
+    # 1 × 15 / 1440): 3 × 4 / (1 + 15 / 1440) = 12 × 1440 / 1455. (Roma has not grown.)
     rows = query(db, TRENDING, (AT, True))
     assert [row[:4] for row in rows] == [
         ("Lecce", 20, 4, 0.0),
         ("Pisa", 6, 4, 0.0),
         ("Siena", 3, 3, 15 / 1440),
-        ("Roma", 15, 3, 15.0),
     ]
-    assert [row[4] for row in rows] == pytest.approx([84.0, 28.0, 12 * 1440 / 1455, 3.0])
+    assert [row[4] for row in rows] == pytest.approx([84.0, 28.0, 12 * 1440 / 1455])
 
 
 def test_the_knobs_horizon_baseline_editors_and_rows(db: Settings) -> None:
@@ -102,3 +104,23 @@ def test_the_knobs_horizon_baseline_editors_and_rows(db: Settings) -> None:
     )
     assert rows == [("Pisa", 3, 3, 3 * 2 / 1440)]
     assert query(db, "SELECT title FROM trending_pages(%s, min_editors => 5)", (AT,)) == []
+
+
+def test_a_young_deployment_judges_a_page_by_the_past_it_has(job_settings: JobSettings) -> None:
+    """page_activity begins 60 minutes before AT: "Nuova" had 40 edits in the 45 minutes before
+    the horizon, and has 10 by 4 people in it. Its past covers 45 minutes of the baseline:
+    expected 40 × 15 / 45 = 13.3, growth (10 + 1) / 14.3 < 3: not trending (over a whole day,
+    40 × 15 / 1440 = 0.42 would have made it look new). "Fresca", new in the horizon, is."""
+    db = job_settings()
+    edit(db, 60, "Nuova", 6, ["Ada"])  # page_activity's first minute
+    for minute in range(16, 50):  # 34 more before the horizon: 40
+        edit(db, minute, "Nuova", 1, ["Ada"])
+    for minute in range(1, 11):
+        edit(db, minute, "Nuova", 1, [["Ada", "Bruno", "Carla", "Dario"][minute % 4]])
+    edit(db, 3, "Fresca", 5, ["Elena", "Fabio", "Gina"])
+    assert query(db, TRENDING, (AT, False)) == [("Fresca", 5, 3, 0.0, 18.0)]
+    ((expected,),) = query(
+        db, "SELECT expected FROM trending_pages(%s, min_growth => 0) WHERE title = 'Nuova'",
+        (AT,),
+    )  # fmt: skip
+    assert expected == pytest.approx(40 * 15 / 45)
