@@ -109,6 +109,7 @@ def live_selected(request: pytest.FixtureRequest) -> bool:
 
 def test_every_benchmark_is_covered() -> None:
     assert sorted(script.name for script in SCRIPTS) == [
+        "bench_alerts.py",
         "bench_dashboard.py",
         "bench_footprint.py",
         "bench_freshness.py",
