@@ -7,9 +7,11 @@ them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ from app.config import Settings
 from app.config.clients import libpq_params
 from app.metrics import WorkerMetrics
 from infra.processes import free_port
+from tests.harness import WorkerProcess, pipeline_environment, worker_metrics
 from tests.spark.fixtures import JobSettings
 from tests.spark.helpers import query
 
@@ -223,3 +226,45 @@ async def test_postgresql_out_of_reach_skips_the_round(job_settings: JobSettings
         update={"postgres": settings.postgres.model_copy(update={"port": free_port()})}
     )
     assert await WebhookDispatcher(db, WorkerMetrics()).run_once() == 0
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_the_worker_delivers_as_the_leader_and_counts(
+    job_settings: JobSettings, receiver: Receiver, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`faust -A app.worker worker` (ingestion off: alerts only) on the scratch database: its
+    leader timer delivers, retries the 500, and /metrics counts."""
+    db = settings_for(job_settings, receiver)
+    env = await asyncio.to_thread(  # it makes the worker's topics with an event loop of its own
+        pipeline_environment,
+        stack_env, "http://127.0.0.1:9/unused", INGESTION_ENABLED="false",
+        POSTGRES_DATABASE=db.postgres.database, ALERTS_WEBHOOKS_URLS=f'["{receiver.url}"]',
+        ALERTS_WEBHOOKS_POLL_INTERVAL="200 ms", ALERTS_WEBHOOKS_BACKOFF_INITIAL="100 ms",
+        ALERTS_WEBHOOKS_BACKOFF_MAX="200 ms",
+    )  # fmt: skip
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        alert = surge(db)
+        notify(db, alert, "opened", receiver.url)
+        receiver.answers = [500]
+        await until(lambda: len(receiver.requests) == 2, 120, "a 500, then the delivery")
+        # Rounds run now: the closing is counted as made, and delivered.
+        query(db, "UPDATE alerts SET closed_at = now() WHERE id = %s", (alert,))
+        notify(db, alert, "closed", receiver.url)
+        await until(lambda: len(receiver.requests) == 3, 30, "the closing")
+        await asyncio.sleep(1)  # five more rounds: nothing sent again
+        assert [body["event"] for _, body in receiver.requests] == ["opened", "opened", "closed"]
+        metrics = worker_metrics(env)
+        assert metrics['wikipulse_alerts_total{event="closed",kind="wiki_surge"}'] == 1
+        deliveries = "wikipulse_webhook_deliveries_total"
+        assert metrics[f'{deliveries}{{kind="wiki_surge",outcome="failed"}}'] == 1
+        assert metrics[f'{deliveries}{{kind="wiki_surge",outcome="delivered"}}'] == 2
+    finally:
+        worker.stop()

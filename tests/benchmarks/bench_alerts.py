@@ -152,8 +152,9 @@ def run_stream(
 
 
 def wait_for_the_alert_step(settings: Any, events: int, *, started: float) -> None:
-    """Until every closed minute is evaluated: the newest minute's events all counted, then the
-    step's progress three minutes (window and watermark) behind it, unchanged for 30 s."""
+    """Until every closed minute is evaluated: the step's progress three minutes (window and
+    watermark) behind the newest minute, nothing changed for 30 s, and most of the events
+    counted (repeats, canaries and log events of no wiki are not)."""
     last: tuple[Any, ...] | None = None
     steady_since = time.monotonic()
     while True:
@@ -174,7 +175,12 @@ def wait_for_the_alert_step(settings: Any, events: int, *, started: float) -> No
             say(f"  {elapsed:6.0f} s: {counted:,} of {events:,} events aggregated, minutes "
                 f"evaluated up to {state[2]}")  # fmt: skip
             last, steady_since = state, time.monotonic()
-        elif time.monotonic() - steady_since > 30 and state[2] is not None:
+        elif (
+            time.monotonic() - steady_since > 30
+            and state[2] is not None
+            and state[2] == newest - settings.spark.windowing.watermark - MINUTE
+            and counted > 0.9 * events
+        ):
             return
         if elapsed > 4 * 3600:
             raise RuntimeError("the pipeline did not get through the stream in 4 hours")
