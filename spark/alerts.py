@@ -37,7 +37,7 @@ from app.alerts.payload import CLOSED, OPENED, PAGE_TRENDING, WIKI_DROP, WIKI_SU
 from app.config.settings import Settings
 from spark import TABLE_PAGE_ACTIVITY, TABLE_WIKI_ACTIVITY
 from spark.sink import PostgresSink
-from spark.spikes import UPDATED, Change, Episode, evaluate_wiki
+from spark.spikes import UPDATED, Change, Episode, evaluate_wiki, page_surprise
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,8 @@ class AlertStep:
             for key, (server, edits, expected, score) in sorted(scores.items()):
                 if key in open_pages or score < trending.alert_score:
                     continue
+                if page_surprise(edits, expected) > trending.alert_p_value:
+                    continue  # a busy page's ordinary luck
                 start = self._first_page_minute(cursor, key, at)
                 id_, new = self._open(cursor, PAGE_TRENDING, *key, server, start, at, at, edits,
                                       expected, None, score)  # fmt: skip

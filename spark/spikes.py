@@ -105,6 +105,33 @@ def evaluate_wiki(
     return changes
 
 
+#: The least a page's past predicts for a horizon (edits): a page with no past is not certain to
+#: stay silent, so a burst on it is surprising, not infinitely so.
+EXPECTED_FLOOR = 0.1
+
+
+def page_surprise(edits: int, expected: float) -> float:
+    """The chance that a page whose past predicts ``expected`` edits in a horizon (at least
+    :data:`EXPECTED_FLOOR`) gets ``edits`` or more by chance alone: the Poisson tail. Thousands
+    of pages are judged every minute, so a page alert asks for a small one
+    (``alerts.trending.alert_p_value``)."""
+    rate = max(expected, EXPECTED_FLOOR)
+    if edits <= rate:  # at most the usual: no surprise (and the tail is about 1)
+        return 1.0 - sum(_poisson(k, rate) for k in range(edits))
+    # Summed from `edits` up: the terms only shrink from there.
+    term, total, k = _poisson(edits, rate), 0.0, edits
+    while term > total * 1e-12:
+        total += term
+        k += 1
+        term *= rate / k
+    return min(total, 1.0)
+
+
+def _poisson(k: int, rate: float) -> float:
+    """P(X = k) for a Poisson ``rate``, in logs (no overflow for large k)."""
+    return math.exp(k * math.log(rate) - rate - math.lgamma(k + 1))
+
+
 def _history(
     counts: Mapping[datetime, int],
     before: datetime,

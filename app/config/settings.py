@@ -361,8 +361,10 @@ class TrendingSettings(_Section):
     max_rows: PositiveInt
     #: (edits + 1) / (expected + 1) a page needs: busy all day is not trending.
     min_growth: Annotated[float, Field(ge=0)]
-    #: A page whose score reaches this opens a page_trending alert.
+    #: A page whose score reaches this opens a page_trending alert,
     alert_score: Annotated[float, Field(gt=0)]
+    #: when its edits are at most this likely by chance (spark/spikes.py: page_surprise).
+    alert_p_value: Annotated[float, Field(gt=0, le=1)]
     #: The stream a page alert needs before its horizon (what its past is judged by).
     min_history: Duration
 

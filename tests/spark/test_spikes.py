@@ -12,7 +12,7 @@ import pytest
 
 from app.alerts.payload import CLOSED, OPENED, WIKI_DROP, WIKI_SURGE
 from app.config import load_settings
-from spark.spikes import UPDATED, evaluate_wiki
+from spark.spikes import UPDATED, evaluate_wiki, page_surprise
 
 MINUTE = timedelta(minutes=1)
 START = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)
@@ -98,3 +98,13 @@ def test_a_busy_wiki_falling_silent_for_two_minutes_is_a_drop() -> None:
 def test_one_silent_minute_or_a_quiet_wiki_is_no_drop() -> None:
     assert run([30] * 60 + [0, 30, 30]) == []
     assert run([5] * 60 + [0, 0, 0]) == []  # median 5: below drop_min_baseline (10)
+
+
+def test_a_pages_surprise_is_the_poisson_tail_of_its_past() -> None:
+    # 6 edits where 0.3 are expected: 0.3^6 / 6! × e^-0.3 × (1 + 0.3/7 + 0.3²/56 + …)
+    assert page_surprise(6, 0.3) == pytest.approx(7.834e-7, rel=1e-3)
+    # No past: 0.1 expected at least; 4 edits: 0.1^4 / 4! × e^-0.1 × (1 + 0.1/5 + 0.1²/30)
+    assert page_surprise(4, 0.0) == pytest.approx(3.8468e-6, rel=1e-3)
+    assert page_surprise(0, 5.0) == 1.0
+    assert page_surprise(3, 1000.0) == pytest.approx(1.0)  # fewer than usual: no surprise
+    assert 0 < page_surprise(2000, 1000.0) < 1e-150  # far out: no overflow, no underflow to 0
