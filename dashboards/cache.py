@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from app.config import ConfigError, Settings, load_settings, load_settings_or_exit
 from app.health import fetch_health, health_url
-from dashboards import queries
+from dashboards import database, queries
 from dashboards.queries import Activity, Bounds, Editors, PipelineHealth
 from dashboards.view import Span
 
@@ -46,7 +46,7 @@ def configuration_problems() -> list[str]:
 @st.cache_resource(show_spinner=False)
 def engine() -> Engine:
     """The app's one engine (and connection pool)."""
-    return queries.make_engine(settings().postgres)
+    return database.make_engine(settings().postgres)
 
 
 @st.cache_data(ttl=_TTL, show_spinner=False)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import streamlit as st
 
 from dashboards import cache, charts, view
+from dashboards.database import DashboardError
 from dashboards.messages import problem_message
-from dashboards.queries import DashboardError
 from dashboards.view import Span
 
 

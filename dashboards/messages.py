@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards import view
-from dashboards.queries import DashboardError
+from dashboards.database import DashboardError
 
 
 def problem_message(problem: DashboardError) -> None:

@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import cache, view
+from dashboards.database import DashboardError
 from dashboards.messages import problem_message
-from dashboards.queries import DashboardError
 from dashboards.view import Span
 
 #: What the alerts panel lists (the URL's ``?alerts=``): the open ones only, or with the

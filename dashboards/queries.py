@@ -1,9 +1,10 @@
 """The dashboard's data access: run the statements of :mod:`dashboards.sql` and turn their rows
 into the values and DataFrames the panels show.
 
-The connection is read-only (``default_transaction_read_only``): the dashboard reads
-PostgreSQL only. Every function takes an :class:`~sqlalchemy.engine.Engine` and reads afresh
-(the benchmark calls them so); :mod:`dashboards.cache` is the page's cached layer over them.
+The connection (:mod:`dashboards.database`) is read-only (``default_transaction_read_only``):
+the dashboard reads PostgreSQL only. Every function takes an
+:class:`~sqlalchemy.engine.Engine` and reads afresh (the benchmark calls them so);
+:mod:`dashboards.cache` is the page's cached layer over them.
 
 - sums per wiki or over all wikis: ``activity_totals``, ``wiki_activity_rollup``;
 - top contributors: for short spans a ``GROUP BY`` over ``user_edit_counts``; for longer ones
@@ -14,19 +15,17 @@ PostgreSQL only. Every function takes an :class:`~sqlalchemy.engine.Engine` and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from app.config.clients import sqlalchemy_url
-from app.config.settings import PostgresSettings, TrendingSettings
+from app.config.settings import TrendingSettings
 from dashboards import algorithms, sql
+from dashboards.database import fetch_rows
 from dashboards.view import (
     GRAIN_LENGTH,
     MINUTE,
@@ -53,70 +52,6 @@ SPARKLINE = timedelta(hours=1)
 FIRST_DEPTH = 100
 
 
-class DashboardError(Exception):
-    """A problem the page shows as a message; ``str(error)`` says what to do."""
-
-
-class DatabaseUnavailable(DashboardError):
-    """PostgreSQL cannot be reached (down, wrong address or password)."""
-
-
-class SchemaMissing(DashboardError):
-    """The database lacks the dashboard's tables: it was not migrated to the code's head."""
-
-
-# ---- connection --------------------------------------------------------------------------------
-
-
-def make_engine(postgres: PostgresSettings) -> Engine:
-    """An engine on the configured database: read-only sessions, short timeouts, no JIT (it
-    costs more than these small queries take), UTC."""
-    options = (
-        "-c default_transaction_read_only=on -c statement_timeout=15000 -c jit=off -c TimeZone=UTC"
-    )
-    return create_engine(
-        sqlalchemy_url(postgres),  # host, credentials, sslmode, sslrootcert
-        pool_size=postgres.pool.max_size,
-        max_overflow=0,
-        pool_timeout=10,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 3,
-            "application_name": "wikipulse-dashboard",
-            "options": options,
-        },
-    )
-
-
-def _describe(error: SQLAlchemyError) -> str:
-    original = getattr(error, "orig", None) or error
-    lines = str(original).strip().splitlines()
-    return lines[0] if lines else type(original).__name__
-
-
-_SCHEMA_CODES = {"42P01", "42703", "42883"}  # undefined table, column, function
-
-
-def _rows(engine: Engine, statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(statement), dict(params))]
-    except DBAPIError as error:
-        if getattr(error.orig, "pgcode", None) in _SCHEMA_CODES:
-            raise SchemaMissing(
-                "the database has no dashboard tables yet (" + _describe(error) + "): "
-                "migrate it with `./infra/wikipulse up` (alembic upgrade head)"
-            ) from None
-        url = engine.url
-        raise DatabaseUnavailable(
-            f"PostgreSQL at {url.host}:{url.port} (database {url.database}) cannot be read: "
-            f"{_describe(error)}"
-        ) from None
-    except SQLAlchemyError as error:
-        raise DatabaseUnavailable(f"PostgreSQL cannot be read: {_describe(error)}") from None
-
-
 def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
@@ -135,13 +70,13 @@ class Bounds:
 
 
 def bounds(engine: Engine) -> Bounds:
-    [(oldest, newest_end)] = _rows(engine, sql.BOUNDS, {})
+    [(oldest, newest_end)] = fetch_rows(engine, sql.BOUNDS, {})
     return Bounds(oldest, newest_end)
 
 
 def wikis(engine: Engine) -> list[str]:
     """Every wiki with data, the busiest first (the wiki filter's options)."""
-    return [wiki for (wiki,) in _rows(engine, sql.WIKIS_BY_EDITS, {})]
+    return [wiki for (wiki,) in fetch_rows(engine, sql.WIKIS_BY_EDITS, {})]
 
 
 # ---- sums of wiki_activity ---------------------------------------------------------------------
@@ -179,7 +114,7 @@ def activity(engine: Engine, *, span: Span, wikis: Sequence[str] = ()) -> Activi
         params["wikis"] = list(wikis)
     else:
         statement = sql.ACTIVITY_ALL_WIKIS
-    [row] = _rows(engine, statement, params)
+    [row] = fetch_rows(engine, statement, params)
     return Activity(*(_int(value) for value in row))
 
 
@@ -200,11 +135,11 @@ def active_editors(engine: Engine, *, span: Span) -> Editors:
     well inside the estimate's own error of about 2 %).
     """
     if span.length <= DIRECT_LIMIT:
-        [(count,)] = _rows(engine, sql.EDITORS_EXACT, {"start": span.start, "end": span.end})
+        [(count,)] = fetch_rows(engine, sql.EDITORS_EXACT, {"start": span.start, "end": span.end})
         return Editors(_int(count), estimated=False)
     whole, _ = sketch_pieces(Span(nearest_ten_minutes(span.start), nearest_ten_minutes(span.end)))
     params = {"grains": [grain for grain, _ in whole], "buckets": [start for _, start in whole]}
-    sketches = [registers for (registers,) in _rows(engine, sql.EDITOR_SKETCHES, params)]
+    sketches = [registers for (registers,) in fetch_rows(engine, sql.EDITOR_SKETCHES, params)]
     estimate = algorithms.estimate_distinct(algorithms.merge_sketches(sketches))
     return Editors(round(estimate), estimated=True)
 
@@ -237,7 +172,7 @@ def timeline(engine: Engine, *, span: Span, wikis: Sequence[str] = ()) -> pd.Dat
         statement = (
             sql.TIMELINE_MINUTES_SOME_WIKIS if grain == "minute" else sql.TIMELINE_HOURS_SOME_WIKIS
         )
-    rows = _rows(engine, statement, params)
+    rows = fetch_rows(engine, statement, params)
     frame = pd.DataFrame(rows, columns=["time", "edits", "bot_edits", "anonymous_edits"])
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     frame = frame.set_index("time").astype("int64").reindex(_grid(span, grain), fill_value=0)
@@ -279,12 +214,12 @@ def _top_by_threshold(
     totals: dict[str, int] = {}
     depth = max(FIRST_DEPTH, limit)
     while True:
-        listed = _rows(engine, sql.TOP_USERS_PER_BUCKET, {**base, "depth": depth})
+        listed = fetch_rows(engine, sql.TOP_USERS_PER_BUCKET, {**base, "depth": depth})
         unseen, wanted = algorithms.prune_candidates(
             listed, inside=inside, depth=depth, limit=limit, known=totals
         )
         if wanted:
-            sums = _rows(engine, sql.USER_SUMS, {**exact_params, "names": wanted})
+            sums = fetch_rows(engine, sql.USER_SUMS, {**exact_params, "names": wanted})
             totals.update((name, _int(edits)) for name, edits in sums)
         ranked = algorithms.rank(totals)
         if algorithms.top_is_final(ranked, unseen=unseen, limit=limit):
@@ -306,7 +241,7 @@ def top_contributors(
             "limit": limit,
         }
         ranked = [
-            (name, _int(edits)) for name, edits in _rows(engine, sql.TOP_USERS_DIRECT, params)
+            (name, _int(edits)) for name, edits in fetch_rows(engine, sql.TOP_USERS_DIRECT, params)
         ]
     else:
         ranked = _top_by_threshold(engine, span=span, bots=bots, limit=limit)
@@ -327,7 +262,7 @@ def top_wikis(
     """Columns ``wiki``, ``edits`` (without bot edits when ``bots`` is false), ``bot_edits``,
     ``new_pages``, ``bytes_added``: the wikis with the most edits in the span."""
     params = {**pieces(span).params(), "wikis": list(wikis), "bots": bots, "limit": limit}
-    rows = _rows(engine, sql.TOP_WIKIS, params)
+    rows = fetch_rows(engine, sql.TOP_WIKIS, params)
     frame = pd.DataFrame(rows, columns=["wiki", "edits", "bot_edits", "new_pages", "bytes_added"])
     frame = frame.astype({c: "int64" for c in ("edits", "bot_edits", "new_pages", "bytes_added")})
     if not bots:
@@ -350,8 +285,8 @@ def trending_pages(
     limit = trending.max_rows
     columns = ["wiki", "namespace", "title", "server_name", "edits", "editors", "expected",
                "score"]  # fmt: skip
-    [(at,)] = _rows(engine, sql.NEWEST_PAGE_MINUTE, {})
-    rows = [] if at is None else _rows(
+    [(at,)] = fetch_rows(engine, sql.NEWEST_PAGE_MINUTE, {})
+    rows = [] if at is None else fetch_rows(
         engine,
         sql.TRENDING_PAGES,
         # A wiki filter is applied to the scored list: score enough pages for it.
@@ -368,7 +303,7 @@ def trending_pages(
     if frame.empty:
         frame["last_hour"] = pd.Series(dtype=object)
         return frame
-    minutes = _rows(
+    minutes = fetch_rows(
         engine,
         sql.PAGE_MINUTES,
         {"wikis": frame["wiki"].tolist(), "namespaces": frame["namespace"].tolist(),
@@ -393,7 +328,7 @@ def alerts(engine: Engine, *, span: Span, wikis: Sequence[str] = ()) -> pd.DataF
     :data:`ALERTS`."""
     columns = ["kind", "wiki", "namespace", "title", "server_name", "window_start", "window_end",
                "observed", "expected", "score", "open"]  # fmt: skip
-    rows = _rows(engine, sql.ALERTS, {"start": span.start, "end": span.end,
+    rows = fetch_rows(engine, sql.ALERTS, {"start": span.start, "end": span.end,
                                       "wikis": list(wikis), "limit": ALERTS})  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("window_start", "window_end"):
@@ -409,7 +344,7 @@ def user_history(engine: Engine, *, span: Span, user: str) -> pd.DataFrame:
     hour. The name is matched exactly, as given."""
     grain = resolution(span)
     statement = sql.USER_MINUTES if grain == "minute" else sql.USER_HOURS
-    rows = _rows(
+    rows = fetch_rows(
         engine, statement, {"user": user, "start": floor(span.start, grain), "end": span.end}
     )
     frame = pd.DataFrame(rows, columns=["time", "edits"]).astype({"edits": "int64"})
@@ -443,9 +378,9 @@ class PipelineHealth:
 
 
 def pipeline_health(engine: Engine, *, span: Span) -> PipelineHealth:
-    last = _rows(engine, sql.LAST_BATCH, {})
+    last = fetch_rows(engine, sql.LAST_BATCH, {})
     params = {"start": span.start, "end": span.end}
-    [(count, dropped, unknown)] = _rows(engine, sql.BATCHES_IN_SPAN, params)
+    [(count, dropped, unknown)] = fetch_rows(engine, sql.BATCHES_IN_SPAN, params)
     return PipelineHealth(
         Batch(*last[0]) if last else None, _int(count), _int(dropped), _int(unknown)
     )

@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import cache, charts, lookup, now, view
+from dashboards.database import DashboardError, SchemaMissing
 from dashboards.messages import problem_message
-from dashboards.queries import DashboardError, SchemaMissing
 from dashboards.view import Filters, Span
 
 st.set_page_config(page_title="wikipulse", page_icon="📈", layout="wide")

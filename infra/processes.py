@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -144,9 +145,33 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+#: Where free_port looks: below the kernel's ephemeral range (Linux's default starts at 32768).
+#: A port the kernel hands out for ``bind(0)`` is one it also hands to outgoing connections, so a
+#: server started a minute later could find it taken by a client's socket (a dashboard once did,
+#: beside three brokers and a Spark cluster).
+LISTEN_PORTS = range(20000, 32768)
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port nobody listens on right now, outside the ephemeral range."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in LISTEN_PORTS if p not in ephemeral]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any port
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

@@ -56,7 +56,7 @@ from psycopg2 import sql  # noqa: E402
 from alembic import command  # noqa: E402
 from app.config import Settings, load_settings  # noqa: E402
 from app.config.clients import libpq_params  # noqa: E402
-from dashboards import queries, view  # noqa: E402
+from dashboards import database, queries, view  # noqa: E402
 from dashboards.view import Filters, Span  # noqa: E402
 from infra.migrations import alembic_config  # noqa: E402
 from infra.stack import Stack  # noqa: E402
@@ -284,7 +284,7 @@ def panels(engine: Any, heavy_user: str, tail_user: str) -> dict[str, Callable[.
 
 def measure_panels(settings: Settings, end: datetime, samples: int) -> list[dict[str, Any]]:
     """p50 / p95 / max in milliseconds of each panel, filter and range."""
-    engine = queries.make_engine(settings.postgres)
+    engine = database.make_engine(settings.postgres)
     [(heavy,)] = run(settings, "SELECT user_name FROM user_edit_rollup WHERE grain = 'day' "
                                "ORDER BY edits DESC LIMIT 1")  # fmt: skip
     [(tail,)] = run(settings, "SELECT user_name FROM user_edit_counts WHERE user_name LIKE "
@@ -388,7 +388,8 @@ def copy_user_rows(settings: Settings, rows: list[tuple[Any, ...]]) -> float:
 
 def emptied(settings: Settings) -> None:
     """Every table of the schema empty again (untimed, between sides); a statement per table:
-    at head, truncating a base table truncates its rollups too (a trigger)."""
+    at head, truncating a base table truncates its rollups too (a trigger); CASCADE: the alerts'
+    notifications and deliveries reference them."""
     tables = run(
         settings,
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
@@ -396,7 +397,9 @@ def emptied(settings: Settings) -> None:
     )
     run(
         settings,
-        sql.SQL("; ").join(sql.SQL("TRUNCATE {}").format(sql.Identifier(t)) for (t,) in tables),
+        sql.SQL("; ").join(
+            sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(t)) for (t,) in tables
+        ),
     )
 
 

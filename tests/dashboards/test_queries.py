@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from app.config import Settings
-from dashboards import queries, view
+from dashboards import database, queries, view
 from dashboards.view import Span
 from infra.stack import Stack
 from tests.dashboards import seed
@@ -86,7 +86,7 @@ def skewed(stack: Stack, stack_env: dict[str, str]) -> Iterator[tuple[Settings, 
             """,
             {"start": START, "minutes": DAYS * 1440},
         )
-        engine = queries.make_engine(settings.postgres)
+        engine = database.make_engine(settings.postgres)
         yield settings, engine
         engine.dispose()
 
@@ -221,7 +221,7 @@ def test_the_last_hour_is_the_seeds_top_contributors_hourly(
     ]  # fmt: skip
     with scratch_database(stack, stack_env) as (settings, _):
         seed.insert(settings, users=rows, wikis=[], batches=[])
-        engine = queries.make_engine(settings.postgres)
+        engine = database.make_engine(settings.postgres)
         try:
             span = view.resolve(view.Filters(range="1h"), now=now, oldest=None)
             assert span is not None
@@ -237,7 +237,7 @@ def test_trending_pages_are_scored_in_event_time_with_their_last_hour(
     seeded: tuple[Settings, dict[str, str]],
 ) -> None:
     settings, _ = seeded
-    engine = queries.make_engine(settings.postgres)
+    engine = database.make_engine(settings.postgres)
     try:
         knobs = settings.alerts.trending  # the defaults: 3 editors, bots left out
         trending = queries.trending_pages(engine, knobs)

@@ -31,7 +31,7 @@ from app.config.clients import (
 from app.config.settings import Settings
 from app.ingest.task import ingest_producer, resume_consumer
 from app.worker import Worker
-from dashboards.queries import make_engine
+from dashboards.database import make_engine
 from infra.migrations import alembic_config
 from infra.postgres import psql_command
 from spark.job import kafka_source_options

@@ -19,7 +19,7 @@ from app.config.clients import libpq_params
 from app.config.settings import Settings
 from app.ingest.resume import Takeover
 from app.ingest.task import ingest_producer, read_takeover
-from dashboards.queries import make_engine
+from dashboards.database import make_engine
 from infra.lag import consumer_lag
 from infra.migrations import migrate, schema_revision
 from infra.processes import InfraError
