@@ -135,6 +135,10 @@ def run_stream(
         INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: the wikis' whole volume
         INGESTION_HEALTH_TIMEOUT="1 hour",
         SPARK_TRIGGER_PROCESSING_TIME="5 seconds",
+        # A backfill's pace, not the live one (spark.driver.memory's comment): the default 512m
+        # ran out of heap once a batch of a million records queued up behind an alert step.
+        SPARK_DRIVER_MEMORY="2g",
+        SPARK_MAX_OFFSETS_PER_TRIGGER="200000",
         POSTGRES_RETENTION_DAYS="100000",
     ) as live:
         wait_for_the_alert_step(live.settings, events, started=time.monotonic())
