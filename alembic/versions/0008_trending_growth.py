@@ -18,7 +18,10 @@ Two corrections to 0006's ``trending_pages()``, found by the alerts' accuracy be
 Its other arguments, columns and order are 0006's.
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 from alembic import op
 
@@ -92,56 +95,6 @@ LANGUAGE sql STABLE AS $$
 $$
 """
 
-#: 0006's, as it was.
-TRENDING_PAGES_0006 = r"""
-CREATE FUNCTION trending_pages(
-    at TIMESTAMPTZ,
-    horizon INTERVAL DEFAULT '15 minutes',
-    baseline INTERVAL DEFAULT '24 hours',
-    min_editors INTEGER DEFAULT 3,
-    with_bots BOOLEAN DEFAULT false,
-    max_rows INTEGER DEFAULT 20
-) RETURNS TABLE (
-    wiki TEXT, namespace INTEGER, title TEXT, server_name TEXT, edits BIGINT, editors BIGINT,
-    expected DOUBLE PRECISION, score DOUBLE PRECISION
-)
-LANGUAGE sql STABLE AS $$
-    WITH recent AS (
-        SELECT p.wiki, p.namespace, p.title, max(p.server_name) AS server_name,
-               sum(p.edits - CASE WHEN with_bots THEN 0 ELSE p.bot_edits END) AS edits
-        FROM page_activity AS p
-        WHERE p.window_start >= at - horizon AND p.window_start < at
-        GROUP BY 1, 2, 3
-    ), editors AS (
-        SELECT p.wiki, p.namespace, p.title, count(DISTINCT name) AS editors
-        FROM page_activity AS p CROSS JOIN LATERAL unnest(p.editor_names) AS name
-        WHERE p.window_start >= at - horizon AND p.window_start < at
-          AND (with_bots OR NOT name = ANY (p.bot_names))
-        GROUP BY 1, 2, 3
-        HAVING count(DISTINCT name) >= min_editors
-    ), past AS (
-        SELECT p.wiki, p.namespace, p.title,
-               sum(p.edits - CASE WHEN with_bots THEN 0 ELSE p.bot_edits END) AS edits
-        FROM editors AS e
-        JOIN page_activity AS p USING (wiki, namespace, title)
-        WHERE p.window_start >= at - horizon - baseline AND p.window_start < at - horizon
-        GROUP BY 1, 2, 3
-    )
-    SELECT r.wiki, r.namespace, r.title, r.server_name, r.edits::bigint, e.editors, x.expected,
-           e.editors * (r.edits + 1)::float8 / (x.expected + 1) AS score
-    FROM recent AS r
-    JOIN editors AS e USING (wiki, namespace, title)
-    LEFT JOIN past AS b USING (wiki, namespace, title)
-    CROSS JOIN LATERAL (
-        SELECT (coalesce(b.edits, 0) * extract(epoch FROM horizon)
-                / extract(epoch FROM baseline))::float8 AS expected
-    ) AS x
-    WHERE r.edits > 0
-    ORDER BY score DESC, r.edits DESC, r.wiki, r.namespace, r.title
-    LIMIT max_rows
-$$
-"""
-
 
 def upgrade() -> None:
     op.execute(f"DROP FUNCTION {OLD_SIGNATURE}")
@@ -150,4 +103,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION {NEW_SIGNATURE}")
-    op.execute(TRENDING_PAGES_0006)
+    op.execute(_revision_0006().TRENDING_PAGES)  # 0006's, as it was
+
+
+def _revision_0006() -> ModuleType:
+    """The 0006 migration's module (its file name starts with a digit: no plain import)."""
+    path = Path(__file__).with_name("0006_trending_pages.py")
+    spec = importlib.util.spec_from_file_location("wikipulse_revision_0006", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
