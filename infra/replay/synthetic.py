@@ -67,7 +67,8 @@ class Burst:
     duration: timedelta
     #: WIKI: the wiki's rate times this (> 1). PAGE, SILENCE: ignored.
     multiplier: float = 1.0
-    #: PAGE: the page, its distinct editors and its edits in the burst.
+    #: PAGE: the page, its distinct editors and its edits in the burst: exactly these, spread
+    #: evenly over the burst, the editors in turn (:meth:`SyntheticStream._page_edit`).
     title: str = ""
     editors: int = 0
     edits: int = 0
@@ -140,6 +141,12 @@ class StreamOptions:
             raise ValueError("canary_interval must be positive")
         if self.start is not None and self.start.tzinfo is None:
             raise ValueError("start must carry a time zone")
+        pages = sorted((b for b in self.bursts if b.kind is BurstKind.PAGE), key=lambda b: b.at)
+        for before, after in itertools.pairwise(pages):
+            if after.at < before.at + before.duration:
+                raise ValueError(
+                    "burst: page bursts must not overlap (each places exactly its edits)"
+                )
 
 
 class Role(StrEnum):
@@ -286,6 +293,9 @@ class SyntheticStream:
             return self._canary(position)
         options = self.options
         rng = self._rng(position)
+        page_edit = self._page_edit(position)
+        if page_edit is not None:
+            return self._change(position, rng, page_edit)
         if position > 0 and rng.random() < options.duplicate_rate:
             reach = min(options.duplicate_reach, position)
             original = position - 1 - rng.randrange(reach)
@@ -318,10 +328,12 @@ class SyntheticStream:
         }
         return Label(position, Role.CANARY, position, event_id), orjson.dumps(event)
 
-    def _change(self, position: int, rng: random.Random) -> tuple[Label, bytes]:
+    def _change(
+        self, position: int, rng: random.Random, page_edit: tuple[int, int] | None = None
+    ) -> tuple[Label, bytes]:
         options = self.options
         offset = self.offset(position)
-        burst_index = self._pick_burst(offset, rng)
+        burst_index = self._pick_burst(offset, rng) if page_edit is None else page_edit[0]
         burst = None if burst_index is None else options.bursts[burst_index]
         legacy = rng.random() < options.legacy_share
         if burst is None:
@@ -334,9 +346,10 @@ class SyntheticStream:
             wiki, kind = burst.wiki, TYPE_CHOICE.pick(rng)
         else:
             wiki, kind = burst.wiki, ChangeKind.EDIT
-        if burst is not None and burst.kind is BurstKind.PAGE:
+        if burst is not None and page_edit is not None:
             editor_kind = EditorKind.REGISTERED
-            user: str | None = f"{burst.title} watcher {rng.randrange(burst.editors) + 1}"
+            # Its editors in turn: exactly ``editors`` of them.
+            user: str | None = f"{burst.title} watcher {page_edit[1] % burst.editors + 1}"
             namespace, title = 0, burst.title
         else:
             editor_kind = EDITOR_CHOICE.pick(rng)
@@ -389,10 +402,42 @@ class SyntheticStream:
             if bursts[index].kind is BurstKind.SILENCE
         )
 
+    def _page_edit(self, position: int) -> tuple[int, int] | None:
+        """(the page burst, the edit's number) when ``position`` carries a page burst's edit.
+
+        Edit k of a burst of E edits over D seconds is due (k + 0.5) × D / E after the burst's
+        start, and is the first position at or after that moment that is not a canary: so a
+        burst places exactly its E edits (while it is less than half of the stream's rate).
+        """
+        offset: float | None = None
+        previous: float | None = None
+        for index, burst in enumerate(self.options.bursts):
+            if burst.kind is not BurstKind.PAGE:
+                continue
+            start = burst.at.total_seconds()
+            if offset is None:
+                offset = self.offset(position)
+            if offset < start:
+                continue
+            spacing = burst.duration.total_seconds() / burst.edits
+            due = (offset - start) / spacing  # edits due by this position, + 0.5
+            number = math.floor(due - 0.5)
+            if not 0 <= number < burst.edits:
+                continue
+            if previous is None:
+                before = position - 1
+                if before > 0 and self._is_canary(before):
+                    before -= 1  # the canary's slot falls to this position
+                previous = -math.inf if before < 0 else self.offset(before)
+            if (previous - start) / spacing < number + 0.5:
+                return index, number
+        return None
+
     def _pick_burst(self, offset: float, rng: random.Random) -> int | None:
+        """The wiki burst this change belongs to, drawn by the bursts' shares of the rate."""
         bursts, rate = self.options.bursts, self.options.rate
         current = self._bursts_at(offset)
-        active = [i for i in current if bursts[i].kind is not BurstKind.SILENCE]
+        active = [i for i in current if bursts[i].kind is BurstKind.WIKI]
         if not active:
             return None
         # The base stream's rate, less what silences take from it.

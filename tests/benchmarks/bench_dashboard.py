@@ -40,9 +40,7 @@ import random
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,7 @@ import psycopg2  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
 from alembic import command  # noqa: E402
-from app.config import Settings, load_settings  # noqa: E402
+from app.config import Settings  # noqa: E402
 from app.config.clients import libpq_params  # noqa: E402
 from dashboards import database, queries, view  # noqa: E402
 from dashboards.view import Filters, Span  # noqa: E402
@@ -63,7 +61,7 @@ from infra.stack import Stack  # noqa: E402
 from spark.retention import delete_expired  # noqa: E402
 from spark.sink import BatchRows, PostgresSink  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments, interleaved, percentile  # noqa: E402
-from tests.conftest import make_home, stack_environment  # noqa: E402
+from tests.benchmarks.services import postgres, run, scratch_database  # noqa: E402
 
 GOAL_MS = 50.0
 ROUNDS, SMOKE_ROUNDS = 5, 2
@@ -81,60 +79,6 @@ SMOKE = {"days": 1, "users_per_minute": 20, "wikis_per_minute": 10, "samples": 2
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-# ---- services ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def postgres(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
-    """A running PostgreSQL and the environment naming it: the configured one
-    (``--reuse-services``), or one of our own in a temporary home, stopped and deleted after."""
-    if reuse:
-        environ = dict(os.environ)
-        yield Stack(load_settings(environ=environ)), environ
-        return
-    home = make_home("wikipulse-bench-")
-    environ = stack_environment(home)
-    stack = Stack(load_settings(environ=environ))
-    try:
-        stack.postgres.start()
-        yield stack, environ
-    finally:
-        stack.down(purge=True)  # the home with it
-
-
-@contextmanager
-def scratch_database(stack: Stack, environ: dict[str, str], revision: str) -> Iterator[Settings]:
-    """A new database owned by the configured user, migrated to ``revision``; dropped after."""
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with stack.postgres.admin() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
-            )
-        )
-    try:
-        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
-        command.upgrade(alembic_config(settings), revision)
-        yield settings
-    finally:
-        with stack.postgres.admin() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def run(settings: Settings, statement: str, params: Any = None, *, autocommit: bool = False) -> Any:
-    connection = psycopg2.connect(**libpq_params(settings.postgres))
-    connection.autocommit = autocommit
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            result = cursor.fetchall() if cursor.description else cursor.rowcount
-        if not autocommit:
-            connection.commit()
-        return result
-    finally:
-        connection.close()
 
 
 # ---- 1. data -----------------------------------------------------------------------------------

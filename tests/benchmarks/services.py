@@ -1,15 +1,24 @@
 """The services a benchmark runs against: Kafka and PostgreSQL (migrated), with the Spark connector
 jars; the running ones of the environment's configuration (``--reuse-services``), or a stack of
-the benchmark's own on a temporary home, removed afterwards."""
+the benchmark's own on a temporary home, removed afterwards; or PostgreSQL alone, with scratch
+databases of a benchmark's own."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
-from app.config import load_settings
+import psycopg2
+from psycopg2 import sql
+
+from alembic import command
+from app.config import Settings, load_settings
+from app.config.clients import libpq_params
 from infra.kafka import fetch_spark_jars
+from infra.migrations import alembic_config
 from infra.stack import Stack
 from tests.conftest import make_home, stack_environment
 from tests.harness import clean_environ, cluster_environment
@@ -38,3 +47,54 @@ def services(
         yield stack, environ
     finally:
         stack.down(purge=True)
+
+
+@contextlib.contextmanager
+def postgres(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A running PostgreSQL and the environment naming it: the configured one
+    (``--reuse-services``), or one of our own in a temporary home, stopped and deleted after."""
+    if reuse:
+        environ = dict(os.environ)
+        yield Stack(load_settings(environ=environ)), environ
+        return
+    environ = stack_environment(make_home("wikipulse-bench-"))
+    stack = Stack(load_settings(environ=environ))
+    try:
+        stack.postgres.start()
+        yield stack, environ
+    finally:
+        stack.down(purge=True)  # the home with it
+
+
+@contextlib.contextmanager
+def scratch_database(stack: Stack, environ: dict[str, str], revision: str) -> Iterator[Settings]:
+    """A new database owned by the configured user, migrated to ``revision``; dropped after."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with stack.postgres.admin() as cursor:
+        cursor.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
+            )
+        )
+    try:
+        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
+        command.upgrade(alembic_config(settings), revision)
+        yield settings
+    finally:
+        with stack.postgres.admin() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run(settings: Settings, statement: str, params: Any = None, *, autocommit: bool = False) -> Any:
+    """One statement on a connection of its own: its rows, or the rows it changed."""
+    connection = psycopg2.connect(**libpq_params(settings.postgres))
+    connection.autocommit = autocommit
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            result = cursor.fetchall() if cursor.description else cursor.rowcount
+        if not autocommit:
+            connection.commit()
+        return result
+    finally:
+        connection.close()

@@ -6,6 +6,7 @@ mappings written here; observations from the raw JSON (orjson) or from app.norma
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import random
@@ -315,8 +316,10 @@ def test_bursts_add_what_they_describe() -> None:
     assert rate_inside / rate_outside == pytest.approx(WIKI_BURST.multiplier, abs=0.5)
 
     page = [e for e in events if (e["wiki"], e["title"]) == ("dewiki", "Harbour festival")]
-    assert len(page) == pytest.approx(PAGE_BURST.edits, rel=0.25)
-    assert 1 < len({event["user"] for event in page}) <= PAGE_BURST.editors
+    # Exactly its edits, by exactly its editors (25 each), each once (no repeats here).
+    assert len(page) == len({event["meta"]["id"] for event in page}) == 150
+    users = Counter(event["user"] for event in page)
+    assert users == {f"Harbour festival watcher {n}": 25 for n in range(1, 7)}
     page_start = START + PAGE_BURST.at
     assert all(page_start <= dt(e) < page_start + PAGE_BURST.duration for e in page)
     assert {(event["type"], event["namespace"]) for event in page} == {("edit", 0)}
@@ -339,6 +342,31 @@ def test_bursts_add_what_they_describe() -> None:
             "edits": 150,
         },
     ]
+
+
+def test_a_page_burst_places_exactly_its_edits_between_canaries_and_repeats() -> None:
+    """A canary every tenth of a second (every fourth position) takes many of the burst's slots,
+    and 5 % of positions repeat an earlier event: the page still gets each of its 40 edits once,
+    from its 7 editors in turn."""
+    burst = Burst(BurstKind.PAGE, "frwiki", timedelta(seconds=5), timedelta(seconds=10),
+                  title="Pont Neuf", editors=7, edits=40)  # fmt: skip
+    synthetic = stream(duplicate_rate=0.05, canary_interval=timedelta(seconds=0.1),
+                       bursts=(burst,))  # fmt: skip
+    pairs = synthetic.labelled(synthetic.position_at(START + timedelta(seconds=20)))
+    edits = {label.event_id: label.user for label, _ in pairs if label.role is Role.BURST}
+    assert len(edits) == 40
+    assert Counter(edits.values()) == {
+        f"Pont Neuf watcher {n}": 6 if n <= 5 else 5 for n in range(1, 8)
+    }
+    canaries = {label.position for label, _ in pairs if label.role is Role.CANARY}
+    firsts = [label.position for label, _ in pairs if label.role is Role.BURST]
+    assert any(position - 1 in canaries for position in firsts)  # some slots went past one
+
+
+def test_page_bursts_may_not_overlap() -> None:
+    later = dataclasses.replace(PAGE_BURST, title="Other", at=PAGE_BURST.at + timedelta(seconds=30))
+    with pytest.raises(ValueError, match="page bursts must not overlap"):
+        StreamOptions(bursts=(PAGE_BURST, later))
 
 
 def test_a_silenced_wiki_has_no_event_and_the_others_keep_their_rates() -> None:

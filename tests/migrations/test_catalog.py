@@ -48,7 +48,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).resolve().parent / "catalog"
-REVISIONS = ("0002", "0003", "0004", "0005", "0006", "0007", "0008")
+REVISIONS = ("0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
 WRITE = os.environ.get("WIKIPULSE_WRITE_CATALOG")
 
 #: Each section of the catalog: a title and a query over the schema ``public`` whose rows are
