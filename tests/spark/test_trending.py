@@ -181,8 +181,10 @@ def test_random_pages_are_scored_as_the_formula_says(
             page_bots = tuple(name for name in names if name in bots)
             edit(db, minutes_before, f"Page {page:02d}", edits, names, page_bots)
             rows.append((AT - minutes_before * MINUTE, f"Page {page:02d}", edits, names, page_bots))
-    expected = reference(rows, AT, horizon=timedelta(minutes=15), baseline=timedelta(hours=24),
-                         min_editors=min_editors, with_bots=with_bots, min_growth=min_growth)  # fmt: skip
+    expected = reference(
+        rows, AT, horizon=timedelta(minutes=15), baseline=timedelta(hours=24),
+        min_editors=min_editors, with_bots=with_bots, min_growth=min_growth,
+    )  # fmt: skip
     listed = query(
         db,
         "SELECT title, edits, editors, expected, score FROM trending_pages(%s, "
