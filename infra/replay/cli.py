@@ -20,9 +20,10 @@ import orjson
 
 from app.config import ConfigError, load_settings
 from infra.replay import record
+from infra.replay.bursts import Burst, BurstKind
 from infra.replay.server import ReplayOptions, ReplayServer
 from infra.replay.sources import SyntheticEvents
-from infra.replay.synthetic import Burst, BurstKind, StreamOptions, SyntheticStream
+from infra.replay.synthetic import StreamOptions, SyntheticStream
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.alerts.payload import PAGE_TRENDING, WIKI_DROP, WIKI_SURGE  # noqa: E402
 from app.config import load_settings  # noqa: E402
-from infra.replay.synthetic import Burst, BurstKind  # noqa: E402
+from infra.replay.bursts import Burst, BurstKind  # noqa: E402
 from infra.replay.world import TYPE_SHARES, WIKI_SHARE, ChangeKind  # noqa: E402
 from infra.replay_server import ReplayMode  # noqa: E402
 from tests.benchmarks.live_stack import LiveStack, connect, say  # noqa: E402

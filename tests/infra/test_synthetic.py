@@ -23,14 +23,9 @@ import pytest
 
 from app.contract import Canary, RecentChange
 from app.normalize import normalize
+from infra.replay.bursts import Burst, BurstKind
 from infra.replay.cli import main
-from infra.replay.synthetic import (
-    Burst,
-    BurstKind,
-    Role,
-    StreamOptions,
-    SyntheticStream,
-)
+from infra.replay.synthetic import Role, StreamOptions, SyntheticStream
 from infra.replay.world import EDITOR_SHARES, TYPE_SHARES, WIKIS, EditorKind
 from tests.events import USER_KIND_OF_EDITOR
 

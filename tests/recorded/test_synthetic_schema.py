@@ -21,7 +21,8 @@ import yaml
 from jsonschema import Draft4Validator, Draft7Validator, FormatChecker
 from jsonschema.protocols import Validator
 
-from infra.replay.synthetic import Burst, BurstKind, StreamOptions, SyntheticStream
+from infra.replay.bursts import Burst, BurstKind
+from infra.replay.synthetic import StreamOptions, SyntheticStream
 from tests.recordings import DEFAULT_SCHEMAS_DIR, SCHEMAS_ENV, schemas_dir
 
 CURRENT = "schemas-event-primary/jsonschema/mediawiki/recentchange"
