@@ -213,7 +213,7 @@ def bench_step(
     [(seeded_through,)] = run(settings, "SELECT coalesce(max(id), 0) FROM alerts")
     before = StepSide(settings, revision("0008_trending_growth.py").TRENDING_PAGES, first,
                       minutes, seeded_through)  # fmt: skip
-    after = StepSide(settings, revision("0009_trending_prefilter.py").TRENDING_PAGES, first,
+    after = StepSide(settings, revision("0009_trending_past_hourly.py").TRENDING_PAGES, first,
                      minutes, seeded_through)  # fmt: skip
     say(f"\n2. the alert step over {minutes} closed minutes from {first:%H:%M}: 0008's "
         f"trending_pages() vs 0009's, {rounds} interleaved rounds")  # fmt: skip
@@ -224,7 +224,7 @@ def bench_step(
     try:
         comparison = interleaved(minutes, before, after, rounds=rounds, on_round=progress)
     finally:
-        run(settings, replacing(revision("0009_trending_prefilter.py").TRENDING_PAGES))
+        run(settings, replacing(revision("0009_trending_past_hourly.py").TRENDING_PAGES))
     same = before.opened == after.opened
     report.ratio(
         "step.ratio",

@@ -1,6 +1,6 @@
 """page_activity as the sink writes it: its hourly rollup follows the upserts (a replayed batch
-adds nothing), and its minutes are kept for ``postgres.page_activity_retention`` while their
-hours stay. Rows written by hand, expected values worked out by hand."""
+adds nothing) and a TRUNCATE, and its minutes are kept for ``postgres.page_activity_retention``
+while their hours stay. Rows written by hand, expected values worked out by hand."""
 
 from __future__ import annotations
 
@@ -88,3 +88,17 @@ def test_minutes_go_after_their_retention_and_their_hours_stay(db: Settings) -> 
     assert kept == [(newest - timedelta(hours=48),), (newest,)]
     hours = query(db, "SELECT hour, edits, bytes_added FROM page_activity_hourly ORDER BY 1")
     assert hours == [(NOON, 2, 10), (newest - timedelta(hours=48), 1, 0), (newest, 1, 0)]
+
+
+def test_truncating_the_minutes_before_a_rebuild_empties_their_hours(db: Settings) -> None:
+    """spark/README.md's rebuild after a change of definition truncates page_activity first; its
+    hours must go with it, or the rebuild's rows would be counted in them twice (migration
+    0009)."""
+    rows = [page(NOON, "Lille", 2, ["Émile"], added=10), page(NOON + MINUTE, "Lille", 1, ["Fanny"])]
+    write(db, 0, rows)
+    query(db, "TRUNCATE page_activity")
+    assert query(db, HOURLY) == []
+    write(db, 1, rows)  # the rebuild writes the same minutes again
+    assert query(db, HOURLY) == [
+        (NOON, "frwiki", 0, "Lille", "fr.wikipedia.org", 3, 0, 0, 10, 0, 0)
+    ]
