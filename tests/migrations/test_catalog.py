@@ -5,7 +5,7 @@
 Those files were written once from the migrations as they were before 0003 was written out as
 literal SQL (issue 12, commit a40723e: its trigger functions built from f-string templates), and
 again from commit 0ac00de when 0004 came, from 02cb06c when 0005 and 0006 came, from bd2fd90 when
-0007 and 0008 came and from 1327bd7 when 0009 came (the earlier revisions' unchanged byte for
+0007 and 0008 came and from 6ffa8db when 0009 came (the earlier revisions' unchanged byte for
 byte), so rewriting a migration's
 Python cannot change what a database holds without this test noticing: tables, columns, constraints,
 indexes, views, every function's full definition (``pg_get_functiondef``: a PL/pgSQL body is kept
