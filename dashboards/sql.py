@@ -209,8 +209,10 @@ ORDER BY bucket
 
 # ---- now: trending pages (migration 0006's trending_pages()) ----------------------------------
 
-#: The end of the newest minute of page_activity: "now" in event time.
-NEWEST_PAGE_MINUTE = f"SELECT max(window_end) FROM {PAGES}"
+#: The end of the newest minute of page_activity: "now" in event time. The row with the newest
+#: window_start (the primary key's first column: one index step, where max(window_end) read the
+#: whole table) has it: every window is as long.
+NEWEST_PAGE_MINUTE = f"SELECT (SELECT window_end FROM {PAGES} ORDER BY window_start DESC LIMIT 1)"
 
 TRENDING_PAGES = """
 SELECT wiki, namespace, title, server_name, edits, editors, expected, score
