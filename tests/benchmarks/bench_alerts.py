@@ -224,7 +224,7 @@ def main() -> int:
                         help="the environment's Kafka and PostgreSQL")  # fmt: skip
     add_arguments(parser)
     args = parser.parse_args()
-    hours = args.hours or (0.75 if args.smoke else 24.0)
+    hours = args.hours or (0.25 if args.smoke else 24.0)
     quiet_hours = args.quiet_hours if args.quiet_hours is not None else 0 if args.smoke else 24
     rate = args.rate or (6000.0 if args.smoke else 4000.0)
     report = Report("bench_alerts", smoke=args.smoke)
