@@ -276,7 +276,9 @@ def test_a_spark_worker_sigkilled_with_its_executor(
     stack = cluster.stack
     pid = int((stack.home / "run" / "spark-worker-1.pid").read_text())
 
-    run = stack.start("spark-worker-kill", stack.fresh_events(SAMPLE), speed=PACE)
+    # A third of the pace (about 30 s of stream): the kill must land while events still flow,
+    # and with every JVM of the cluster beside it the worker can be slow to get the first ones.
+    run = stack.start("spark-worker-kill", stack.fresh_events(SAMPLE), speed=PACE / 3)
     figures["events_in"] = len(run.events)
     at_kill = stack.wait_valid(run, 60)
     killed = time.monotonic()
