@@ -26,12 +26,9 @@ for a page edited every minute, the very pages busy enough to be candidates.
 baseline must stay within ``postgres.page_activity_retention``, as alembic/README.md says.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
-from alembic import op
+from alembic import context, op
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -157,14 +154,5 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER page_activity_hourly_truncate ON page_activity")
     op.execute("DROP FUNCTION page_activity_hourly_truncate()")
     op.execute(f"DROP FUNCTION {SIGNATURE}")
-    op.execute(_revision("0008_trending_growth.py").TRENDING_PAGES)  # 0008's, as it was
-
-
-def _revision(file_name: str) -> ModuleType:
-    """A migration's module (its file name starts with a digit: no plain import)."""
-    path = Path(__file__).with_name(file_name)
-    spec = importlib.util.spec_from_file_location(f"wikipulse_revision_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # 0008's, as it was: its module, from alembic's own script directory.
+    op.execute(context.script.get_revision("0008").module.TRENDING_PAGES)

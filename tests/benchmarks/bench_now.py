@@ -27,22 +27,23 @@ or with ``--reuse-services`` in the configured, running one.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from alembic.script import ScriptDirectory  # noqa: E402
+
 from app.config import Settings  # noqa: E402
 from dashboards import database, queries, view  # noqa: E402
 from dashboards.view import Filters  # noqa: E402
+from infra.migrations import alembic_config  # noqa: E402
 from spark.alerts import DETECTOR, AlertStep  # noqa: E402
 from spark.sink import PostgresSink  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments, interleaved, percentile  # noqa: E402
@@ -53,7 +54,6 @@ ROUNDS, SMOKE_ROUNDS = 5, 2
 FULL = {"hours": 48, "edits_per_minute": 1200, "minutes": 20, "samples": 20}
 SMOKE = {"hours": 2, "edits_per_minute": 60, "minutes": 2, "samples": 2}
 WIKI_FILTER = ("wiki00", "wiki01")
-VERSIONS = ROOT / "alembic" / "versions"
 
 
 def say(text: str) -> None:
@@ -149,14 +149,13 @@ def seed(settings: Settings, end: datetime, hours: int, edits_per_minute: int) -
 # ---- 2. the alert step -------------------------------------------------------------------------
 
 
-def revision(file_name: str) -> ModuleType:
-    """A migration's module (its file name starts with a digit: no plain import)."""
-    path = VERSIONS / file_name
-    spec = importlib.util.spec_from_file_location(f"bench_revision_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def trending_pages_of(settings: Settings, revision: str) -> str:
+    """The ``CREATE FUNCTION trending_pages`` of a migration, from alembic's script directory."""
+    scripts = ScriptDirectory.from_config(alembic_config(settings))
+    script = scripts.get_revision(revision)
+    assert script is not None, revision
+    function_sql: str = script.module.TRENDING_PAGES
+    return function_sql
 
 
 def replacing(function_sql: str) -> str:
@@ -211,9 +210,9 @@ def bench_step(
 ) -> None:
     first = view.floor(end, "minute") - timedelta(hours=1)
     [(seeded_through,)] = run(settings, "SELECT coalesce(max(id), 0) FROM alerts")
-    before = StepSide(settings, revision("0008_trending_growth.py").TRENDING_PAGES, first,
+    before = StepSide(settings, trending_pages_of(settings, "0008"), first,
                       minutes, seeded_through)  # fmt: skip
-    after = StepSide(settings, revision("0009_trending_past_hourly.py").TRENDING_PAGES, first,
+    after = StepSide(settings, trending_pages_of(settings, "0009"), first,
                      minutes, seeded_through)  # fmt: skip
     say(f"\n2. the alert step over {minutes} closed minutes from {first:%H:%M}: 0008's "
         f"trending_pages() vs 0009's, {rounds} interleaved rounds")  # fmt: skip
@@ -224,7 +223,7 @@ def bench_step(
     try:
         comparison = interleaved(minutes, before, after, rounds=rounds, on_round=progress)
     finally:
-        run(settings, replacing(revision("0009_trending_past_hourly.py").TRENDING_PAGES))
+        run(settings, replacing(trending_pages_of(settings, "0009")))
     same = before.opened == after.opened
     report.ratio(
         "step.ratio",
