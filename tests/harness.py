@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from psycopg2 import sql
 
 from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
 from app.health import fetch_health
+from infra.migrations import migrate
 from infra.processes import free_port, pid_alive, port_open
 from infra.replay.server import ReplayOptions, ReplayServer
+from infra.stack import Stack
 from infra.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,3 +291,29 @@ def running_worker(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
         yield worker
     finally:
         worker.stop()
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database(
+    stack: Stack, environ: dict[str, str], revision: str | None = "head"
+) -> Iterator[Settings]:
+    """A new database owned by the configured user, migrated to ``revision`` (None: left empty);
+    settings pointing at it (and at ``environ``). Dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    with stack.postgres.admin() as cursor:
+        cursor.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
+            )
+        )
+    try:
+        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
+        if revision is not None:
+            migrate(settings, revision)
+        yield settings
+    finally:
+        with stack.postgres.admin() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -11,7 +11,7 @@ import pytest
 
 from app.config.clients import libpq_params
 from infra.stack import Stack
-from tests.spark.helpers import scratch_database
+from tests.harness import scratch_database
 from tests.test_repository import READMES
 
 pytestmark = pytest.mark.integration

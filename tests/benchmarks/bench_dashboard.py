@@ -61,7 +61,8 @@ from infra.stack import Stack  # noqa: E402
 from spark.retention import delete_expired  # noqa: E402
 from spark.sink import BatchRows, PostgresSink  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments, interleaved, percentile  # noqa: E402
-from tests.benchmarks.services import postgres, run, scratch_database  # noqa: E402
+from tests.benchmarks.services import postgres, run  # noqa: E402
+from tests.harness import scratch_database  # noqa: E402
 
 GOAL_MS = 50.0
 ROUNDS, SMOKE_ROUNDS = 5, 2

@@ -47,7 +47,8 @@ from infra.migrations import alembic_config  # noqa: E402
 from spark.alerts import DETECTOR, AlertStep  # noqa: E402
 from spark.sink import PostgresSink  # noqa: E402
 from tests.benchmarks.method import Goal, Report, add_arguments, interleaved, percentile  # noqa: E402
-from tests.benchmarks.services import postgres, run, scratch_database  # noqa: E402
+from tests.benchmarks.services import postgres, run  # noqa: E402
+from tests.harness import scratch_database  # noqa: E402
 
 GOAL_MS = 50.0
 ROUNDS, SMOKE_ROUNDS = 5, 2

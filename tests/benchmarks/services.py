@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
-from psycopg2 import sql
 
-from alembic import command
 from app.config import Settings, load_settings
 from app.config.clients import libpq_params
 from infra.kafka import fetch_spark_jars
-from infra.migrations import alembic_config
 from infra.stack import Stack
 from tests.conftest import make_home, stack_environment
 from tests.harness import clean_environ, cluster_environment
@@ -64,25 +60,6 @@ def postgres(reuse: bool) -> Iterator[tuple[Stack, dict[str, str]]]:
         yield stack, environ
     finally:
         stack.down(purge=True)  # the home with it
-
-
-@contextlib.contextmanager
-def scratch_database(stack: Stack, environ: dict[str, str], revision: str) -> Iterator[Settings]:
-    """A new database owned by the configured user, migrated to ``revision``; dropped after."""
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with stack.postgres.admin() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
-            )
-        )
-    try:
-        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
-        command.upgrade(alembic_config(settings), revision)
-        yield settings
-    finally:
-        with stack.postgres.admin() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def run(settings: Settings, statement: str, params: Any = None, *, autocommit: bool = False) -> Any:

@@ -3,7 +3,6 @@ Alembic and seeded with the known rows of :mod:`tests.dashboards.seed`; the app'
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -11,13 +10,11 @@ from datetime import datetime
 import psycopg2
 import pytest
 import streamlit as st
-from psycopg2 import sql
 
-from alembic import command
-from app.config import ENV_ALIASES, ENV_VARS, Settings, load_settings
+from app.config import ENV_ALIASES, ENV_VARS, Settings
 from app.config.clients import libpq_params
-from infra.migrations import alembic_config
 from infra.stack import Stack
+from tests import harness
 from tests.dashboards import seed
 
 OURS = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_ENV_FILE"}
@@ -27,24 +24,10 @@ OURS = set(ENV_VARS) | set(ENV_ALIASES) | {"WIKIPULSE_CONFIG_DIR", "WIKIPULSE_EN
 def scratch_database(
     stack: Stack, stack_env: dict[str, str], *, migrate: bool = True
 ) -> Iterator[tuple[Settings, dict[str, str]]]:
-    """A new database owned by the configured user (migrated to head unless ``migrate`` is
-    false): its settings and the environment that selects it. Dropped afterwards."""
-    name = f"dash_{uuid.uuid4().hex[:8]}"
-    with stack.postgres.admin() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
-            )
-        )
-    environ = {**stack_env, "POSTGRES_DATABASE": name}
-    settings = load_settings(environ=environ)
-    try:
-        if migrate:
-            command.upgrade(alembic_config(settings), "head")
-        yield settings, environ
-    finally:
-        with stack.postgres.admin() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    """tests.harness.scratch_database (migrated to head unless ``migrate`` is false): its
+    settings and the environment that selects it, for the dashboard's processes."""
+    with harness.scratch_database(stack, stack_env, "head" if migrate else None) as settings:
+        yield settings, {**stack_env, "POSTGRES_DATABASE": settings.postgres.database}
 
 
 def execute(settings: Settings, statement: str, params: object = None) -> list[tuple]:

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -37,13 +36,13 @@ import psycopg2
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from psycopg2 import sql
 
 from alembic import command
-from app.config import Settings, load_settings
+from app.config import Settings
 from app.config.clients import libpq_params
 from infra.migrations import alembic_config
 from infra.stack import Stack
+from tests.harness import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -160,23 +159,6 @@ def catalog(settings: Settings) -> str:
 
 
 @contextmanager
-def scratch_database(stack: Stack, stack_env: dict[str, str]) -> Iterator[Settings]:
-    """A new, empty database owned by the configured user; dropped afterwards."""
-    name = f"catalog_{uuid.uuid4().hex[:8]}"
-    with stack.postgres.admin() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
-            )
-        )
-    try:
-        yield load_settings(environ={**stack_env, "POSTGRES_DATABASE": name})
-    finally:
-        with stack.postgres.admin() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@contextmanager
 def migrations_of(commit: str, settings: Settings) -> Iterator[Config]:
     """An Alembic configuration that runs ``alembic/versions`` as of ``commit`` (with today's
     ``env.py``, which only finds the database)."""
@@ -207,7 +189,10 @@ def header(commit: str, major: int, revision: str) -> str:
 
 def snapshots_of(commit: str, stack: Stack, stack_env: dict[str, str]) -> dict[str, str]:
     """Each revision's catalog, built by the migrations of ``commit``."""
-    with scratch_database(stack, stack_env) as settings, migrations_of(commit, settings) as config:
+    with (
+        scratch_database(stack, stack_env, revision=None) as settings,
+        migrations_of(commit, settings) as config,
+    ):
         result = {}
         for revision in REVISIONS:
             command.upgrade(config, revision)
@@ -252,7 +237,7 @@ def expected(stack: Stack, stack_env: dict[str, str]) -> dict[str, str]:
 def test_the_catalog_of_each_revision_and_of_a_round_trip_is_the_snapshot(
     stack: Stack, stack_env: dict[str, str], expected: dict[str, str]
 ) -> None:
-    with scratch_database(stack, stack_env) as settings:
+    with scratch_database(stack, stack_env, revision=None) as settings:
         config = alembic_config(settings)
         command.upgrade(config, "0002")
         assert catalog(settings) == expected["0002"]

@@ -20,7 +20,7 @@ from app.config import Settings
 from infra.home import Home
 from infra.stack import Stack
 from tests.conftest import SPARK_DRIVER_MEMORY
-from tests.spark.helpers import scratch_database
+from tests.harness import scratch_database
 
 JobSettings = Callable[..., Settings]
 

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,19 +26,16 @@ from typing import Any
 import psycopg2
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from psycopg2 import sql
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import TimestampType
 
-from app.config import Settings, load_settings
+from app.config import Settings
 from app.config.clients import libpq_params
 from app.contract import TYPED_HEADERS, WIKI_ACTIVITY_COUNTERS, RecentChange
 from app.normalize import normalize
 from app.normalize.batch import encode_typed
-from infra.migrations import migrate
 from infra.spark_job import submit_command
-from infra.stack import Stack
 from spark.schema import EVENT_SCHEMA
 from spark.transforms import parse_events
 
@@ -162,25 +158,6 @@ def assert_survives_the_typed_topic(spark: SparkSession, events: Sequence[Recent
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------
-
-
-@contextmanager
-def scratch_database(stack: Stack, environ: dict[str, str]) -> Iterator[Settings]:
-    """A new database migrated to head; settings pointing at it (and at ``environ``)."""
-    name = f"spark_{uuid.uuid4().hex[:10]}"
-    with stack.postgres.admin() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(stack.settings.postgres.user)
-            )
-        )
-    try:
-        settings = load_settings(environ={**environ, "POSTGRES_DATABASE": name})
-        migrate(settings)
-        yield settings
-    finally:
-        with stack.postgres.admin() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def query(settings: Settings, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
