@@ -35,8 +35,8 @@ from infra.lag import (
 from infra.processes import free_port
 from infra.stack import Stack
 from tests.events import synthetic
-from tests.harness import ROOT, pipeline_environment, running_worker, wait_until
-from tests.spark.helpers import produce, scratch_database, typed_events
+from tests.harness import ROOT, pipeline_environment, running_worker, scratch_database, wait_until
+from tests.spark.helpers import produce, typed_events
 
 # ---- no broker: the checkpoint format, the arithmetic ---------------------------------------
 
