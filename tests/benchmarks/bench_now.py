@@ -46,7 +46,15 @@ from dashboards.view import Filters  # noqa: E402
 from infra.migrations import alembic_config  # noqa: E402
 from spark.alerts import DETECTOR, AlertStep  # noqa: E402
 from spark.sink import PostgresSink  # noqa: E402
-from tests.benchmarks.method import Goal, Report, add_arguments, interleaved, percentile  # noqa: E402
+from tests.benchmarks.method import (  # noqa: E402
+    Goal,
+    Report,
+    add_arguments,
+    add_sizes,
+    fill_sizes,
+    interleaved,
+    percentile,
+)
 from tests.benchmarks.services import postgres, run  # noqa: E402
 from tests.harness import scratch_database  # noqa: E402
 
@@ -298,8 +306,7 @@ def bench_panels(report: Report, settings: Settings, end: datetime, samples: int
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, value in FULL.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value:,}")
+    add_sizes(parser, FULL)
     parser.add_argument(
         "--reuse-services",
         action="store_true",
@@ -307,9 +314,7 @@ def arguments() -> argparse.Namespace:
     )
     add_arguments(parser)
     args = parser.parse_args()
-    for name, value in (SMOKE if args.smoke else FULL).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_sizes(args, FULL, SMOKE)
     return args
 
 

@@ -221,6 +221,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sizes(parser: argparse.ArgumentParser, full: dict[str, int]) -> None:
+    """An integer option per size (``--edits-per-minute`` for ``edits_per_minute``)."""
+    for name, value in full.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value:,}")
+
+
+def fill_sizes(args: argparse.Namespace, full: dict[str, int], smoke: dict[str, int]) -> None:
+    """The sizes the command line left out: the smoke ones with ``--smoke``, else the full ones."""
+    for name, value in (smoke if args.smoke else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def format_value(value: float | None, unit: str, *, markdown: bool = False) -> str:
     """A figure as the table prints it, or (``markdown``) as the README shows it, in bold."""
     if value is None:
