@@ -1,6 +1,6 @@
 """``./infra/wikipulse``: run wikipulse on one machine.
 
-up [--cluster] [--replay [FILE] [--speed X] [--once] | --live]
+up [--cluster] [--replay [FILE] [--speed X] [--once] [--history D] [--burst SPEC] | --live]
                     start what is not running (PostgreSQL, Kafka, the worker, the Spark job, the
                     dashboard; with --replay a local replay server for the worker, of the
                     synthetic stream or of FILE)
@@ -25,10 +25,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from app.config import ConfigError, Settings
 from app.config.settings import CLUSTER
+from app.config.values import parse_duration
 from infra.home import PROJECT_ROOT
 from infra.layout import record_layout, settings_for
 from infra.processes import InfraError
@@ -54,6 +56,11 @@ def _say(message: str) -> None:
 
 def replay_request(args: argparse.Namespace) -> ReplayMode | None:
     """The replay mode ``up``'s options ask for (None without --replay)."""
+    synthetic_only = (
+        ("--history", args.history is not None),
+        ("--burst", bool(args.burst)),
+        ("--seed", args.seed is not None),
+    )
     if args.replay is None:
         given = [
             option
@@ -61,6 +68,7 @@ def replay_request(args: argparse.Namespace) -> ReplayMode | None:
                 ("--speed", args.speed is not None),
                 ("--once", args.once),
                 ("--replay-option", bool(args.replay_option)),
+                *synthetic_only,
             )
             if value
         ]
@@ -72,11 +80,26 @@ def replay_request(args: argparse.Namespace) -> ReplayMode | None:
         options = tuple(parse_fault_option(option) for option in args.replay_option)
     except ValueError as error:
         raise InfraError(str(error)) from None
-    if args.replay is SYNTHETIC:
-        if args.once:
-            raise InfraError("--once needs a FILE: the synthetic stream has no end")
-        return ReplayMode.synthetic(speed=speed, options=options)
-    return ReplayMode.for_file(args.replay, speed=speed, loop=not args.once, options=options)
+    if args.replay is not SYNTHETIC:
+        given = [option for option, value in synthetic_only if value]
+        if given:
+            raise InfraError(f"{', '.join(given)}: only for the synthetic stream (without FILE)")
+        return ReplayMode.for_file(args.replay, speed=speed, loop=not args.once, options=options)
+    if args.once:
+        raise InfraError("--once needs a FILE: the synthetic stream has no end")
+    try:
+        for burst in args.burst:
+            replay_cli.parse_burst(burst)  # its error now, not in the server's log
+    except argparse.ArgumentTypeError as error:
+        raise InfraError(str(error)) from None
+    try:
+        history = timedelta(0) if args.history is None else parse_duration(args.history)
+    except ValueError as error:
+        raise InfraError(f"--history {args.history!r}: {error}") from None
+    bursts = tuple(f"--burst={burst}" for burst in args.burst)
+    return ReplayMode.synthetic(
+        speed=speed, options=options + bursts, seed=args.seed, history=history
+    )
 
 
 NEXT_STEPS = (
@@ -276,6 +299,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --replay FILE: serve FILE once, then keep the stream open and silent "
         "(default: loop forever, each new pass with fresh ids and times shifted to now)",
+    )
+    up.add_argument(
+        "--history",
+        metavar="DURATION",
+        help="with --replay (the synthetic stream): begin it this long ago, e.g. '2 hours': the "
+        "worker gets that much event time at once, then the live pace (at most a day)",
+    )
+    up.add_argument(
+        "--burst",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="with --replay (the synthetic stream), repeatable: inject a labelled burst, minutes "
+        "counted from the stream's start: " + (replay_cli.parse_burst.__doc__ or "").replace(
+            "``", "").rstrip(".") + " (infra/replay/bursts.py)",
+    )
+    up.add_argument(
+        "--seed",
+        type=int,
+        help="with --replay (the synthetic stream): same seed, same events (default: random)",
     )
     up.add_argument(
         "--replay-option",

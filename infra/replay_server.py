@@ -18,7 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import orjson
 from infra.component import ComponentState, Progress, SpawnedComponent
 from infra.home import PROJECT_ROOT, Home
 from infra.processes import InfraError, free_port, port_open
+from infra.replay.sources import SyntheticEvents
 from infra.replay.wire import STREAM_PATH
 
 HOST = "127.0.0.1"
@@ -42,6 +43,8 @@ FAULT_OPTIONS = (
     "--retry-after",
     "--retry-ms",
 )
+#: The most history ``up --replay --history`` serves (EventStreams keeps a few days).
+MAX_HISTORY = timedelta(days=1)
 #: The marker in the server's command line (guards against a recycled pid).
 MARKER = "infra.replay"
 
@@ -119,12 +122,17 @@ class ReplayMode:
     events: int = 0  # in the file
     seed: int | None = None  # the synthetic stream's
     origin: datetime | None = None  # the synthetic stream's start (event time of position 0)
+    #: Seconds of event time the synthetic stream had behind it when ``up`` began it: the worker
+    #: starts at its origin and gets that history at once, then the live pace.
+    history: float = 0.0
 
     def __post_init__(self) -> None:
         if self.file is None and (self.seed is None or self.origin is None):
             raise ValueError("the synthetic stream needs a seed and an origin")
         if self.origin is not None and self.origin.tzinfo is None:
             raise ValueError("origin must carry a time zone")
+        if self.history and self.file is not None:
+            raise ValueError("a history is the synthetic stream's: a recording has its own times")
 
     @classmethod
     def for_file(
@@ -150,17 +158,28 @@ class ReplayMode:
         options: tuple[str, ...] = (),
         seed: int | None = None,
         origin: datetime | None = None,
+        history: timedelta = timedelta(0),
     ) -> ReplayMode:
         """A new synthetic stream, endless: a random seed (fresh ids) starting now, unless
-        given."""
+        given; with ``history``, starting that long ago (event time, on a whole minute), its past
+        served at once."""
         _check_pace(speed, loop=True)
+        if history < timedelta(0) or history > MAX_HISTORY:
+            raise InfraError(f"--history must be between 0 and {MAX_HISTORY}, not {history}")
+        if history and origin is not None:
+            raise ValueError("give an origin or a history, not both")
+        if origin is None:
+            origin = datetime.now(UTC) - history
+            if history:  # a burst's "at=10" is then a whole minute of the aggregates
+                origin = origin.replace(second=0, microsecond=0)
         return cls(
             None,
             speed,
             True,
             options,
             seed=random.SystemRandom().randrange(1 << 31) if seed is None else seed,
-            origin=datetime.now(UTC) if origin is None else origin,
+            origin=origin,
+            history=history.total_seconds(),
         )
 
     @property
@@ -181,12 +200,20 @@ class ReplayMode:
     def same_stream(self, other: ReplayMode) -> bool:
         """Whether both serve the same kind of events the same way (the port, and a synthetic
         stream's seed and origin, aside: a running synthetic stream is kept)."""
-        return (self.file, self.speed, self.loop, self.options) == (
+        return (self.file, self.speed, self.loop, self.options, self.history) == (
             other.file,
             other.speed,
             other.loop,
             other.options,
+            other.history,
         )
+
+    @property
+    def since(self) -> str | None:
+        """Where a worker with nothing in its raw topic starts (``ingestion.since``): at the
+        synthetic stream's origin, so that it gets the stream's history; None for a recording
+        (served from its beginning anyway)."""
+        return None if self.origin is None else self.origin.isoformat()
 
     def describe(self) -> str:
         faults = f"; {' '.join(self.options)}" if self.options else ""
@@ -197,6 +224,10 @@ class ReplayMode:
                 pace = "evenly spaced"  # a --rate option says how fast
             else:
                 pace = f"{self.speed:g}× the live pace"
+            if self.history:
+                history = _minutes(self.history)
+                pace = (f"{history} of history at once, then the live pace" if self.live
+                        else f"{pace} from {history} back")  # fmt: skip
             return f"synthetic stream (seed {self.seed}), {pace}{faults}"
         if self.speed is None:
             pace = "as fast as possible"
@@ -214,6 +245,9 @@ class ReplayMode:
             assert self.origin is not None  # __post_init__
             # The recorded seed and origin: a restarted server goes on with the same stream.
             stream = ["--seed", str(self.seed), "--start", self.origin.isoformat()]
+            if self.history:  # the usual backlog beyond the history: it stays servable
+                backlog = SyntheticEvents.BACKLOG.total_seconds() + self.history
+                stream += ["--backlog", f"{backlog / 60:g}"]
             pace = ["--live"] if self.live else ["--speed", f"{self.speed:g}"]
             return [*command, *where, *stream, *pace, *self.options]
         pace = ["--fast"] if self.speed is None else ["--speed", f"{self.speed:g}"]
@@ -241,7 +275,13 @@ class ReplayMode:
             events=int(data.get("events", 0)),
             seed=None if data.get("seed") is None else int(data["seed"]),
             origin=None if origin is None else datetime.fromisoformat(origin),
+            history=float(data.get("history", 0.0)),
         )
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:g} minute" + ("" if minutes == 1 else "s")
 
 
 def _check_pace(speed: float | None, loop: bool) -> None:

@@ -25,7 +25,7 @@ from infra.processes import (
     wait_for,
     wait_started,
 )
-from infra.replay_server import load_mode
+from infra.replay_server import ReplayMode, load_mode
 
 COMPONENT = "worker"
 #: How long `up` waits for a started worker to report healthy before it moves on.
@@ -173,14 +173,17 @@ class LocalWorker(SpawnedComponent):
             "--web-host", web.host, "--web-port", str(port),
         ]  # fmt: skip
 
-    def start(self, *, timeout: float = 90.0, replay_url: str | None = None) -> int:
-        """Start the workers that do not run; with ``replay_url`` they follow that stream (a
-        local replay server) instead of ``ingestion.wikimedia.url``. A running one's pid once
-        every web server answers."""
+    def start(self, *, timeout: float = 90.0, replay: ReplayMode | None = None) -> int:
+        """Start the workers that do not run; with ``replay`` they follow its stream (a local
+        replay server) instead of ``ingestion.wikimedia.url``, from its start when their raw
+        topic is empty. A running one's pid once every web server answers."""
         stopped = [w for w in self.processes if w.pid() is None]
         env = dict(os.environ)
-        if replay_url is not None:
-            env["INGESTION_WIKIMEDIA_URL"] = replay_url
+        replay_url = None if replay is None else replay.url
+        if replay is not None:
+            env["INGESTION_WIKIMEDIA_URL"] = replay.url
+            if replay.since is not None:
+                env["INGESTION_SINCE"] = replay.since
         url = replay_url or self.settings.ingestion.wikimedia.url
         source = json.dumps({"url": url, "replay": replay_url is not None})
         for worker in stopped:
@@ -234,7 +237,7 @@ class LocalWorker(SpawnedComponent):
                 terminate(pid, timeout=self.stop_timeout)
                 worker.source_file.unlink(missing_ok=True)
         running = {w.number for w in self.processes if w.pid() is not None}
-        self.start(replay_url=replay_url)
+        self.start(replay=mode)
         source = (
             f"following {url}"
             if self.settings.ingestion.enabled

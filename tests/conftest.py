@@ -40,6 +40,7 @@ SERVICE_GROUPS = {
     "fault_results": "faults",  # the fault suite's single-node stack and its results file
     "secure_services": "secured-services",
     "replay_stack": "end-to-end",
+    "alerts_stack": "alerts-end-to-end",
 }
 
 

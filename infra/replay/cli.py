@@ -170,6 +170,11 @@ def _parser(prog: str = "python -m infra.replay") -> argparse.ArgumentParser:
     )
     serve.add_argument("--hold", action="store_true", help="keep streams open at the end")
     serve.add_argument(
+        "--backlog", type=positive_float, metavar="MINUTES",
+        default=SyntheticEvents.BACKLOG / timedelta(minutes=1),
+        help="how far back a client may resume the live synthetic stream (default: an hour)",
+    )  # fmt: skip
+    serve.add_argument(
         "--events", type=positive_int, metavar="N", help="synthetic: stop after N events"
     )
     serve.add_argument(
@@ -255,7 +260,9 @@ def _serve_server(args: argparse.Namespace) -> ReplayServer:
     pace = "live" if live else "paced by event time"
     logger.info("synthetic stream: seed %d, position 0 at %s, %s", stream.options.seed,
                 stream.start.isoformat(), pace)  # fmt: skip
-    return ReplayServer(SyntheticEvents(stream, count=args.events, live=live), options)
+    backlog = timedelta(minutes=args.backlog)
+    events = SyntheticEvents(stream, count=args.events, live=live, backlog=backlog)
+    return ReplayServer(events, options)
 
 
 async def _serve(server: ReplayServer, host: str, port: int) -> None:

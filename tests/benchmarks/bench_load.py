@@ -286,7 +286,7 @@ class Pipeline:
             self.spark_cluster.start()
         self.spark.start()
         mode = self.replay.serve(mode, say)
-        self.worker.start(replay_url=mode.url)
+        self.worker.start(replay=mode)
         return mode
 
     def stop(self) -> None:

@@ -174,6 +174,63 @@ def test_replay_without_a_file_is_a_new_synthetic_stream_at_the_live_pace() -> N
     assert not faster.same_stream(default)
 
 
+def test_a_synthetic_stream_with_history_and_bursts_begins_in_the_past() -> None:
+    before = datetime.now(UTC)
+    mode = cli.replay_request(
+        cli.build_parser().parse_args(
+            ["up", "--replay", "--history", "90 minutes", "--seed", "12",
+             "--burst", "wiki=dewiki,times=5,at=30,minutes=4",
+             "--burst", "wiki=frwiki,page=Col_du_Galibier,editors=4,edits=9,at=50,minutes=5"]
+        )
+    )  # fmt: skip
+    after = datetime.now(UTC)
+    assert mode is not None and mode.origin is not None
+    earliest = (before - timedelta(minutes=90)).replace(second=0, microsecond=0)
+    assert earliest <= mode.origin <= after - timedelta(minutes=90)
+    assert mode.origin.second == mode.origin.microsecond == 0, "burst minutes are whole minutes"
+    assert (mode.seed, mode.history, mode.speed) == (12, 5400.0, 1.0)
+    assert mode.options == (
+        "--burst=wiki=dewiki,times=5,at=30,minutes=4",
+        "--burst=wiki=frwiki,page=Col_du_Galibier,editors=4,edits=9,at=50,minutes=5",
+    )
+    assert mode.describe().startswith(
+        "synthetic stream (seed 12), 90 minutes of history at once, then the live pace; --burst="
+    )
+    # The worker starts at the origin; the server keeps the history and an hour beyond it.
+    assert mode.since == mode.origin.isoformat()
+    argv = mode.argv()
+    assert argv[argv.index("--start") + 1] == mode.origin.isoformat()
+    assert argv[argv.index("--backlog") + 1] == "150"
+    assert "--live" in argv and "--burst=wiki=dewiki,times=5,at=30,minutes=4" in argv
+    now = cli.replay_request(cli.build_parser().parse_args(["up", "--replay"]))
+    assert now is not None and not now.same_stream(mode) and "--backlog" not in now.argv()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--history", "2 hours"], "--history: only with --replay"),
+        (["--replay", "{file}", "--burst", "wiki=dewiki,times=5,minutes=3"],
+         "--burst: only for the synthetic stream (without FILE)"),
+        (["--replay", "--history", "ninety minutes"], "--history 'ninety minutes': not a "
+         "positive duration"),
+        (["--replay", "--history", "2 days"], "--history must be between 0 and 1 day"),
+        (["--replay", "--burst", "wiki=dewiki,times=5"], "'minutes' is missing"),
+        (["--replay", "--burst", "wiki=xxwiki,times=5,minutes=3"], "unknown wiki 'xxwiki'"),
+    ],
+)  # fmt: skip
+def test_bad_history_or_burst_options_fail_before_anything_starts(
+    arguments: list[str], message: str, tmp_path: Path
+) -> None:
+    events = write_events(tmp_path / "events.ndjson", 3)
+    args = cli.build_parser().parse_args(
+        ["up", *(argument.format(file=events) for argument in arguments)]
+    )
+    with pytest.raises(InfraError) as error:
+        cli.replay_request(args)
+    assert message in str(error.value)
+
+
 def test_the_replay_mode_is_kept_in_the_home(tmp_path: Path) -> None:
     home = Stack(load_settings(environ=stack_environment(tmp_path))).home
     assert load_mode(home) is None
