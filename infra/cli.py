@@ -312,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SPEC",
         help="with --replay (the synthetic stream), repeatable: inject a labelled burst, minutes "
-        "counted from the stream's start: " + (replay_cli.parse_burst.__doc__ or "").replace(
-            "``", "").rstrip(".") + " (infra/replay/bursts.py)",
+        "counted from the stream's start: "
+        + (replay_cli.parse_burst.__doc__ or "").replace("``", "").rstrip(".")
+        + " (infra/replay/bursts.py)",
     )
     up.add_argument(
         "--seed",

@@ -165,7 +165,8 @@ class ReplayMode:
         served at once."""
         _check_pace(speed, loop=True)
         if history < timedelta(0) or history > MAX_HISTORY:
-            raise InfraError(f"--history must be between 0 and {MAX_HISTORY}, not {history}")
+            most, asked = MAX_HISTORY / timedelta(hours=1), history / timedelta(hours=1)
+            raise InfraError(f"--history: at most {most:g} hours, not {asked:g}")
         if history and origin is not None:
             raise ValueError("give an origin or a history, not both")
         if origin is None:
@@ -212,8 +213,10 @@ class ReplayMode:
     def since(self) -> str | None:
         """Where a worker with nothing in its raw topic starts (``ingestion.since``): at the
         synthetic stream's origin, so that it gets the stream's history; None for a recording
-        (served from its beginning anyway)."""
-        return None if self.origin is None else self.origin.isoformat()
+        (served from its beginning anyway). The origin's whole second: an event's ``meta.dt``
+        is cut to milliseconds (to seconds in the legacy envelope), so position 0's can be
+        earlier than the origin itself, and ``since`` the origin would skip it."""
+        return None if self.origin is None else self.origin.replace(microsecond=0).isoformat()
 
     def describe(self) -> str:
         faults = f"; {' '.join(self.options)}" if self.options else ""

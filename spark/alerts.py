@@ -28,7 +28,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg2.extensions
@@ -37,7 +37,7 @@ from app.alerts.payload import CLOSED, OPENED, PAGE_TRENDING, WIKI_DROP, WIKI_SU
 from app.config.settings import Settings
 from spark import TABLE_PAGE_ACTIVITY, TABLE_WIKI_ACTIVITY
 from spark.sink import PostgresSink
-from spark.spikes import UPDATED, Change, Episode, evaluate_wiki, page_surprise
+from spark.spikes import UPDATED, Change, Episode, evaluate_wiki, page_surprise, wiki_pace
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ TRENDING_ROWS = 1000
 
 Cursor = psycopg2.extensions.cursor
 PageKey = tuple[str, int, str]
+#: Edits per minute, by wiki.
+Counts = dict[str, dict[datetime, int]]
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,10 @@ class AlertStep:
             return StepReport()
         count = int((last - first) / self.window) + 1
         minutes = [first + self.window * step for step in range(count)]
-        changes = self._wiki_changes(cursor, minutes, stream_start)
+        edits, people = self._wiki_counts(cursor, minutes)
+        changes = self._wiki_changes(cursor, minutes, stream_start, edits)
         opened, closed = self._apply_wiki(cursor, changes)
-        page_opened, page_closed = self._pages(cursor, minutes, stream_start)
+        page_opened, page_closed = self._pages(cursor, minutes, stream_start, people)
         self._save_progress(cursor, last, newest)
         report = StepReport(count, last, opened + page_opened, closed + page_closed)
         if report.opened or report.closed:
@@ -129,20 +132,31 @@ class AlertStep:
 
     # ---- wikis -------------------------------------------------------------------------------
 
-    def _wiki_changes(
-        self, cursor: Cursor, minutes: list[datetime], stream_start: datetime
-    ) -> dict[str, tuple[int | None, list[Change]]]:
-        rules = self.settings.alerts.spikes
+    def _wiki_counts(self, cursor: Cursor, minutes: list[datetime]) -> tuple[Counts, Counts]:
+        """Each wiki's edits per minute, and those of the people the trending rule counts
+        (bots too with ``with_bots``), from the first minute's baseline (before its pages'
+        horizon) to the last minute."""
+        baseline = self.settings.alerts.spikes.baseline
+        trending = self.settings.alerts.trending
+        first = minutes[0] - baseline + min(timedelta(0), self.window - trending.horizon)
         cursor.execute(
             f"""
-            SELECT wiki, window_start, edits FROM {TABLE_WIKI_ACTIVITY}
+            SELECT wiki, window_start, edits, bot_edits FROM {TABLE_WIKI_ACTIVITY}
             WHERE window_start >= %s AND window_start <= %s
             """,
-            (minutes[0] - rules.baseline, minutes[-1]),
+            (first, minutes[-1]),
         )
-        counts: dict[str, dict[datetime, int]] = defaultdict(dict)
-        for wiki, minute, edits in cursor.fetchall():
-            counts[wiki][minute] = edits
+        edits: Counts = defaultdict(dict)
+        people: Counts = defaultdict(dict)
+        for wiki, minute, count, bot_count in cursor.fetchall():
+            edits[wiki][minute] = count
+            people[wiki][minute] = count if trending.with_bots else count - bot_count
+        return edits, people
+
+    def _wiki_changes(
+        self, cursor: Cursor, minutes: list[datetime], stream_start: datetime, counts: Counts
+    ) -> dict[str, tuple[int | None, list[Change]]]:
+        rules = self.settings.alerts.spikes
         cursor.execute(
             """
             SELECT id, wiki, kind, window_start, window_end, detected_window_end, observed,
@@ -196,7 +210,7 @@ class AlertStep:
     # ---- pages -------------------------------------------------------------------------------
 
     def _pages(
-        self, cursor: Cursor, minutes: list[datetime], stream_start: datetime
+        self, cursor: Cursor, minutes: list[datetime], stream_start: datetime, people: Counts
     ) -> tuple[int, int]:
         trending = self.settings.alerts.trending
         cursor.execute(
@@ -231,8 +245,13 @@ class AlertStep:
             for key, (server, edits, expected, score) in sorted(scores.items()):
                 if key in open_pages or score < trending.alert_score:
                     continue
-                if page_surprise(edits, expected) > trending.alert_p_value:
-                    continue  # a busy page's ordinary luck
+                pace = wiki_pace(
+                    people.get(key[0], {}), at - trending.horizon, at, less=edits,
+                    stream_start=stream_start, rules=self.settings.alerts.spikes,
+                    window=self.window,
+                )  # fmt: skip
+                if page_surprise(edits, expected, pace) > trending.alert_p_value:
+                    continue  # a busy page's ordinary luck, or its wiki's surge
                 start = self._first_page_minute(cursor, key, at)
                 id_, new = self._open(cursor, PAGE_TRENDING, *key, server, start, at, at, edits,
                                       expected, None, score)  # fmt: skip

@@ -110,12 +110,13 @@ def evaluate_wiki(
 EXPECTED_FLOOR = 0.1
 
 
-def page_surprise(edits: int, expected: float) -> float:
+def page_surprise(edits: int, expected: float, pace: float = 1.0) -> float:
     """The chance that a page whose past predicts ``expected`` edits in a horizon (at least
-    :data:`EXPECTED_FLOOR`) gets ``edits`` or more by chance alone: the Poisson tail. Thousands
-    of pages are judged every minute, so a page alert asks for a small one
+    :data:`EXPECTED_FLOOR`), on a wiki editing at ``pace`` times its usual rate
+    (:func:`wiki_pace`), gets ``edits`` or more by chance alone: the Poisson tail. Thousands of
+    pages are judged every minute, so a page alert asks for a small one
     (``alerts.trending.alert_p_value``)."""
-    rate = max(expected, EXPECTED_FLOOR)
+    rate = max(expected, EXPECTED_FLOOR) * pace
     if edits <= rate:  # at most the usual: no surprise (and the tail is about 1)
         return 1.0 - sum(_poisson(k, rate) for k in range(edits))
     # Summed from `edits` up: the terms only shrink from there.
@@ -125,6 +126,28 @@ def page_surprise(edits: int, expected: float) -> float:
         k += 1
         term *= rate / k
     return min(total, 1.0)
+
+
+def wiki_pace(
+    counts: Mapping[datetime, int],
+    start: datetime,
+    end: datetime,
+    *,
+    less: int,
+    stream_start: datetime,
+    rules: SpikeSettings,
+    window: timedelta,
+) -> float:
+    """How many times its usual rate a wiki edited over ``[start, end)`` (a page's trending
+    horizon): its edits there, ``less`` the page's own, over its median minute in the
+    ``baseline`` before ``start`` times the horizon's minutes; at least 1 (and 1 without a
+    baseline). A surging wiki spreads its edits over its pages, and a page that gets more edits
+    because its whole wiki does is not news: its chance is judged at the wiki's pace."""
+    minutes = round((end - start) / window)
+    edits = sum(counts.get(start + window * step, 0) for step in range(minutes)) - less
+    history = _history(counts, start, round(rules.baseline / window), stream_start, window)
+    usual = float(statistics.median(history)) * minutes if history else 0.0
+    return max(1.0, edits / usual) if usual > 0 else 1.0
 
 
 def _poisson(k: int, rate: float) -> float:

@@ -79,7 +79,7 @@ def receiver() -> Iterator[Receiver]:
     hook = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:  # http.server calls it by this name
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             status = hook.answer(self.headers["Idempotency-Key"], body)
             self.send_response(status)

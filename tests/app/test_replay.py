@@ -22,6 +22,7 @@ from infra.replay.server import ReplayOptions, ReplayServer, pace
 from infra.replay.sources import SyntheticEvents
 from infra.replay.synthetic import StreamOptions, SyntheticStream
 from infra.replay.wire import CONTENT_TYPE, STREAM_PATH
+from infra.replay_server import ReplayMode
 from tests.events import stream, synthetic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -469,6 +470,24 @@ async def test_since_starts_a_synthetic_stream_at_the_first_event_at_or_after_it
 
         assert [frame["data"] for frame in seen.events] == events[expected : expected + 3]
         assert offset_of(seen.events[0]) == expected
+
+
+@pytest.mark.parametrize("legacy_share", [0.0, 1.0])
+async def test_a_worker_starting_at_the_modes_since_gets_the_streams_first_event(
+    serve: Serve, legacy_share: float
+) -> None:
+    """``up --replay`` starts the worker at its mode's ``since``. The stream's origin has
+    microseconds, and its first event's ``meta.dt`` is cut to milliseconds (to seconds in the
+    legacy envelope): the origin itself as ``since`` would skip it."""
+    mode = ReplayMode.synthetic(origin=datetime(2026, 8, 12, 17, 30, 5, 734_990, tzinfo=UTC))
+    assert mode.origin is not None and mode.since is not None
+    events = stream(seed=mode.seed or 0, start=mode.origin, legacy_share=legacy_share)
+    assert dt_of(events.event(0)) < mode.origin
+    _, url = await serve(SyntheticEvents(events, live=False))
+
+    seen = await read_stream(url, params={"since": mode.since}, limit=2)
+
+    assert [offset_of(frame) for frame in seen.events] == [0, 1]
 
 
 async def test_a_live_synthetic_stream_starts_now_and_sends_no_event_before_its_time(

@@ -214,7 +214,7 @@ def test_a_synthetic_stream_with_history_and_bursts_begins_in_the_past() -> None
          "--burst: only for the synthetic stream (without FILE)"),
         (["--replay", "--history", "ninety minutes"], "--history 'ninety minutes': not a "
          "positive duration"),
-        (["--replay", "--history", "2 days"], "--history must be between 0 and 1 day"),
+        (["--replay", "--history", "2 days"], "--history: at most 24 hours, not 48"),
         (["--replay", "--burst", "wiki=dewiki,times=5"], "'minutes' is missing"),
         (["--replay", "--burst", "wiki=xxwiki,times=5,minutes=3"], "unknown wiki 'xxwiki'"),
     ],

@@ -174,6 +174,35 @@ def test_a_replay_in_small_batches_finds_the_same_episodes(
     assert query(settings, ALERTS) == [SURGE, TULP_LATER]
 
 
+def test_a_page_on_a_surging_wiki_alerts_only_beyond_the_wikis_pace(
+    spark: SparkSession, settings: Settings
+) -> None:
+    """nlwiki at 5× its rate for minutes 62 to 66. "Storm" gets one edit a minute from five
+    people meanwhile; "Dijk" gets 12 from five people.
+
+    At the end of minute 66 (horizon [52, 67)), nlwiki's people made 10 × 20 + 5 × 100 + Dijk's
+    12 = 712 edits besides Storm's own, where its median minute predicts 15 × 20 = 300: a pace
+    of 2.37. Storm, with no past: 5 edits where 0.1 × 2.37 are expected happen by chance 5.1e-6
+    of the time (> 1e-6): no alert, though at its wiki's usual pace (7.7e-8) it would have one;
+    earlier, fewer edits at a pace above 2, and later its horizon holds the whole surge. Dijk,
+    at the end of minute 63 (horizon [49, 64)): 5 edits by 5 people (score 30) where nlwiki's
+    others made 13 × 20 + 2 × 100 + Storm's 2 = 462, a pace of 1.54: 0.154 expected, 6.3e-7:
+    an alert, from its first minute."""
+    storm = [edit(minute(62 + n) + timedelta(seconds=30), "nlwiki", "Storm", f"Schipper {n}")
+             for n in range(5)]  # fmt: skip
+    dijk = [edit(minute(62) + timedelta(seconds=25 * n), "nlwiki", "Dijk", f"Boer {n % 5}")
+            for n in range(12)]  # fmt: skip
+    steady = [*per_minute(0, 61, 20), *per_minute(62, 66, 100), *per_minute(67, 80, 20)]
+    write(settings, in_time_order([*steady, *storm, *dijk]))
+    run(spark, settings, available_now=True, retention=False)
+
+    assert query(settings, "SELECT evaluated_through FROM alert_progress") == [(minute(77),)]
+    assert query(settings, "SELECT kind, wiki, title, window_start FROM alerts ORDER BY id") == [
+        ("wiki_surge", "nlwiki", None, minute(62)),
+        ("page_trending", "nlwiki", "Dijk", minute(62)),
+    ]
+
+
 def test_sigkill_mid_episode_then_a_restart_alerts_once(
     spark: SparkSession, job_settings: JobSettings, subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from app.alerts.payload import CLOSED, OPENED, WIKI_DROP, WIKI_SURGE
 from app.config import load_settings
-from spark.spikes import UPDATED, evaluate_wiki, page_surprise
+from spark.spikes import UPDATED, evaluate_wiki, page_surprise, wiki_pace
 
 MINUTE = timedelta(minutes=1)
 START = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)
@@ -108,3 +108,33 @@ def test_a_pages_surprise_is_the_poisson_tail_of_its_past() -> None:
     assert page_surprise(0, 5.0) == 1.0
     assert page_surprise(3, 1000.0) == pytest.approx(1.0)  # fewer than usual: no surprise
     assert 0 < page_surprise(2000, 1000.0) < 1e-150  # far out: no overflow, no underflow to 0
+
+
+def test_a_wikis_pace_is_its_horizon_over_its_usual_minutes() -> None:
+    def pace(counts: list[int], less: int = 0) -> float:
+        """The horizon: the last 15 minutes of ``counts``."""
+        return wiki_pace(
+            {minute(n): count for n, count in enumerate(counts)}, minute(len(counts) - 15),
+            minute(len(counts)), less=less, stream_start=START, rules=RULES, window=MINUTE,
+        )  # fmt: skip
+
+    # 20 a minute for the baseline hour, then 10 minutes as usual and 5 at 100: (10 × 20 +
+    # 5 × 100) / (15 × 20) = 700 / 300.
+    assert pace([20] * 60 + [20] * 10 + [100] * 5) == pytest.approx(700 / 300)
+    # The page's own 40 edits are not its wiki's pace: (700 − 40) / 300.
+    assert pace([20] * 60 + [20] * 10 + [100] * 5, less=40) == pytest.approx(660 / 300)
+    # As usual, or quieter: 1. No baseline yet (the stream begins with the horizon): 1.
+    assert pace([20] * 75) == 1.0 and pace([20] * 60 + [5] * 15) == 1.0
+    assert pace([100] * 15) == 1.0
+    # The median, not the mean: a past surge does not make the usual pace faster.
+    assert pace([20] * 50 + [400] * 10 + [40] * 15) == pytest.approx(600 / 300)
+
+
+def test_a_page_on_a_surging_wiki_is_judged_at_the_wikis_pace() -> None:
+    # 5 edits where 0.1 are expected (no past): 0.1^5 / 5! × e^-0.1 × (1 + 0.1/6 + …) = 7.7e-8,
+    # an alert (≤ 1e-6). On a wiki at 7/3 its usual rate, 0.2333 are: 0.2333^5 / 5! ×
+    # e^-0.2333 × (1 + 0.2333/6 + 0.2333²/42 + …) = 4.75e-6, none.
+    assert page_surprise(5, 0.0) == pytest.approx(7.67e-8, rel=1e-2)
+    assert page_surprise(5, 0.0, pace=700 / 300) == pytest.approx(4.75e-6, rel=1e-2)
+    # A real story stands out anyway: 12 edits at 0.233 expected, 1.4e-16.
+    assert page_surprise(12, 0.0, pace=700 / 300) < 1e-15
