@@ -58,6 +58,9 @@ def cluster() -> Iterator[Cluster]:
         INGESTION_WIKIMEDIA_FILTERS_NAMESPACES="[]",  # every namespace: all events count
         INGESTION_BACKOFF_INITIAL="100 ms",
         INGESTION_BACKOFF_MAX="1 second",
+        # Each run's file is served once, then the stream is silent: a worker still healthy
+        # however long a loaded machine takes to recover (C2 once took over the 2 minutes).
+        INGESTION_HEALTH_TIMEOUT="1 hour",
         SPARK_TRIGGER_PROCESSING_TIME="2 seconds",
     )
     stack = FaultStack(home, env, workdir)
